@@ -1,0 +1,168 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+/**
+ * The event catalogue: one TypeBox schema per orchestrator event type.
+ * Every payload type in the project is derived from these with `Static<>`.
+ */
+
+/** Upper bounds on what one emitter can make us store and fan out. */
+export const Limits = {
+  key: 256,
+  message: 64 * 1024,
+  listItems: 1000
+} as const
+
+const Key = Type.String({ minLength: 1, maxLength: Limits.key })
+const Status = Type.String({ minLength: 1, maxLength: Limits.key })
+const Message = Type.String({ maxLength: Limits.message })
+const KeyList = Type.Array(Type.String({ maxLength: Limits.key }), { maxItems: Limits.listItems })
+/** Free-form objects (metrics, error context) are open but bounded in size by the ingest body limit and `maxProperties`. */
+const OpenObject = Type.Object({}, { additionalProperties: true, maxProperties: 256 })
+
+const closed = { additionalProperties: false } as const
+
+export const EventType = {
+  BATCH_START: 'batch:start',
+  BATCH_END: 'batch:end',
+  CYCLE_START: 'cycle:start',
+  CYCLE_END: 'cycle:end',
+  COMMAND_START: 'command:start',
+  COMMAND_PROGRESS: 'command:progress',
+  COMMAND_END: 'command:end',
+  STORY_STATUS: 'story:status',
+  ERROR: 'error',
+  CONTEXT_CREATE: 'context:create',
+  CONTEXT_REFRESH: 'context:refresh',
+  CONTEXT_COMPLETE: 'context:complete'
+} as const
+
+export type EventTypeName = typeof EventType[keyof typeof EventType]
+
+export const BatchStartSchema = Type.Object({
+  batch_id: Type.Integer({ minimum: 0 }),
+  max_cycles: Type.Union([Type.Integer({ minimum: 1 }), Type.Literal('all')])
+}, closed)
+export type BatchStart = Static<typeof BatchStartSchema>
+
+export const BatchEndSchema = Type.Object({
+  batch_id: Type.Integer({ minimum: 0 }),
+  cycles_completed: Type.Integer({ minimum: 0 }),
+  status: Type.Union([Type.Literal('completed'), Type.Literal('stopped'), Type.Literal('error')])
+}, closed)
+export type BatchEnd = Static<typeof BatchEndSchema>
+
+export const CycleStartSchema = Type.Object({
+  cycle_number: Type.Integer({ minimum: 1 }),
+  story_keys: KeyList
+}, closed)
+export type CycleStart = Static<typeof CycleStartSchema>
+
+export const CycleEndSchema = Type.Object({
+  cycle_number: Type.Integer({ minimum: 1 }),
+  completed_stories: KeyList
+}, closed)
+export type CycleEnd = Static<typeof CycleEndSchema>
+
+export const CommandStartSchema = Type.Object({
+  story_key: Key,
+  command: Key,
+  task_id: Key
+}, closed)
+export type CommandStart = Static<typeof CommandStartSchema>
+
+export const CommandProgressSchema = Type.Object({
+  story_key: Key,
+  command: Key,
+  task_id: Key,
+  message: Message
+}, closed)
+export type CommandProgress = Static<typeof CommandProgressSchema>
+
+export const CommandMetricsSchema = Type.Object({
+  duration_ms: Type.Optional(Type.Number({ minimum: 0 })),
+  tokens: Type.Optional(Type.Number({ minimum: 0 }))
+}, { additionalProperties: Type.Number(), maxProperties: 64 })
+export type CommandMetrics = Static<typeof CommandMetricsSchema>
+
+export const CommandEndSchema = Type.Object({
+  story_key: Key,
+  command: Key,
+  task_id: Key,
+  status: Status,
+  metrics: Type.Optional(CommandMetricsSchema)
+}, closed)
+export type CommandEnd = Static<typeof CommandEndSchema>
+
+export const StoryStatusSchema = Type.Object({
+  story_key: Key,
+  old_status: Type.Union([Status, Type.Null()]),
+  new_status: Status
+}, closed)
+export type StoryStatus = Static<typeof StoryStatusSchema>
+
+export const ErrorEventSchema = Type.Object({
+  type: Key,
+  message: Message,
+  context: Type.Optional(OpenObject)
+}, closed)
+export type ErrorEvent = Static<typeof ErrorEventSchema>
+
+export const ContextEventSchema = Type.Object({
+  status: Status,
+  task_id: Type.Optional(Type.Union([Type.Integer(), Key])),
+  message: Type.Optional(Message)
+}, closed)
+export type ContextEvent = Static<typeof ContextEventSchema>
+
+/** Maps each event type to its payload schema; the single table the checkers, routes and types are built from. */
+export const PayloadSchemas = {
+  [EventType.BATCH_START]: BatchStartSchema,
+  [EventType.BATCH_END]: BatchEndSchema,
+  [EventType.CYCLE_START]: CycleStartSchema,
+  [EventType.CYCLE_END]: CycleEndSchema,
+  [EventType.COMMAND_START]: CommandStartSchema,
+  [EventType.COMMAND_PROGRESS]: CommandProgressSchema,
+  [EventType.COMMAND_END]: CommandEndSchema,
+  [EventType.STORY_STATUS]: StoryStatusSchema,
+  [EventType.ERROR]: ErrorEventSchema,
+  [EventType.CONTEXT_CREATE]: ContextEventSchema,
+  [EventType.CONTEXT_REFRESH]: ContextEventSchema,
+  [EventType.CONTEXT_COMPLETE]: ContextEventSchema
+} as const satisfies Record<EventTypeName, TSchema>
+
+/** Payload type of one event type, e.g. `EventPayload<'batch:start'>`. */
+export type EventPayload<T extends EventTypeName> = Static<typeof PayloadSchemas[T]>
+
+/** Payload map keyed by event type. */
+export type EventPayloads = { [T in EventTypeName]: EventPayload<T> }
+
+/** An event as an emitter sends it: `{ type, payload }`. */
+export const EventInputSchema = Type.Object({
+  type: Type.String({ maxLength: Limits.key }),
+  payload: Type.Unknown()
+}, closed)
+export type EventInput = Static<typeof EventInputSchema>
+
+/** The stored, broadcast form of an event. */
+export const EnvelopeSchema = Type.Object({
+  id: Type.Integer({ minimum: 1 }),
+  type: Type.String(),
+  payload: Type.Object({}, { additionalProperties: true }),
+  timestamp: Type.Integer({ description: 'ms since the epoch' })
+}, closed)
+
+/** A typed envelope: `Envelope<'command:end'>` has a `CommandEnd` payload; plain `Envelope` is the union of all. */
+export type Envelope<T extends EventTypeName = EventTypeName> = {
+  [K in T]: Omit<Static<typeof EnvelopeSchema>, 'type' | 'payload'> & { type: K, payload: EventPayload<K> }
+}[T]
+
+/** The batch row as the store returns it and `init` sends it. */
+export const BatchSchema = Type.Object({
+  id: Type.Integer(),
+  started_at: Type.Integer(),
+  ended_at: Type.Union([Type.Integer(), Type.Null()]),
+  max_cycles: Type.Union([Type.Integer(), Type.Literal('all')]),
+  cycles_completed: Type.Integer(),
+  status: Type.Union([Type.Literal('running'), Type.Literal('completed'), Type.Literal('stopped'), Type.Literal('error')])
+})
+export type Batch = Static<typeof BatchSchema>
