@@ -1,0 +1,69 @@
+import fp from 'fastify-plugin'
+import cors from '@fastify/cors'
+import type { FastifyError, FastifyPluginAsync } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import storePlugin from './plugins/store.ts'
+import eventsPlugin from './plugins/events.ts'
+import wsRoutes from './routes/ws.ts'
+import dashboardFiles from './routes/dashboard-files.ts'
+import storyDescriptionsRoute from './routes/story-descriptions.ts'
+import healthRoute from './routes/health.ts'
+import { resolveOptions, type SprintDashboardOptions } from './options.ts'
+import type { ErrorDetail } from './errors.ts'
+
+export type { SprintDashboardOptions } from './options.ts'
+
+/**
+ * The whole service as one plugin. Decorates the parent with `events` (the
+ * broadcaster) and `sprintStore`; puts every route under `options.prefix`.
+ *
+ * @example
+ * import Fastify from 'fastify'
+ * import sprintDashboard from 'sprint-dashboard'
+ * const app = Fastify({ logger: true })
+ * await app.register(sprintDashboard, { prefix: '/sprint', dbPath: 'sprint.db' })
+ * app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
+ */
+const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async function sprintDashboard (fastify, rawOptions) {
+  const options = resolveOptions(rawOptions)
+  await fastify.register(storePlugin, options)
+  await fastify.register(eventsPlugin, options)
+
+  // fastify-plugin drops Fastify's own prefix handling, so the routes get an
+  // encapsulated scope of their own with the prefix applied here.
+  await fastify.register(async function sprintRoutes (routes) {
+    routes.setErrorHandler(function sprintErrorHandler (error: FastifyError & { details?: ErrorDetail[] }, request, reply) {
+      const statusCode = error.statusCode ?? 500
+      if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
+      reply.status(statusCode).send({
+        statusCode,
+        code: error.code,
+        error: STATUS_CODES[statusCode] ?? 'Error',
+        // Internal failures keep their details in the log, not on the wire.
+        message: statusCode >= 500 ? 'Internal Server Error' : error.message,
+        ...(error.details === undefined ? {} : { details: error.details })
+      })
+    })
+
+    await routes.register(wsRoutes, options)
+
+    // Read-only routes share the permissive CORS of the original dashboard
+    // server; write routes live outside this scope so CORS never covers them.
+    await routes.register(async function readOnlyRoutes (readOnly) {
+      await readOnly.register(cors, { origin: options.corsOrigin })
+      await readOnly.register(healthRoute)
+      await readOnly.register(storyDescriptionsRoute, options)
+      await readOnly.register(dashboardFiles, options)
+      // integration: read-only routes of the orchestrator integration go here
+    })
+
+    // integration: write routes (POST /api/events) and the sprint-status watcher go here
+  }, { prefix: options.prefix })
+}
+
+export const sprintDashboard = fp(sprintDashboardPlugin, {
+  name: 'sprint-dashboard',
+  fastify: '5.x'
+})
+
+export default sprintDashboard

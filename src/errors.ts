@@ -1,0 +1,36 @@
+import createError from '@fastify/error'
+
+/**
+ * Every error this service raises, in one place, so codes stay unique and
+ * greppable. Codes carry the `SPRINT_` prefix; messages say what was wrong
+ * and where (event type, field path, option name, file).
+ */
+
+/** A detail of a validation failure: a JSON pointer into the input and what is wrong there. */
+export interface ErrorDetail {
+  path: string
+  message: string
+}
+
+/** An event that failed its schema; `details` lists every failing field. */
+export const InvalidEventError = createError<[string]>('SPRINT_INVALID_EVENT', '%s', 400)
+
+export const TooManyEventsError = createError<[number, number]>(
+  'SPRINT_TOO_MANY_EVENTS', 'A request may carry at most %d events; this one has %d', 400)
+
+export const InvalidOptionError = createError<[string, string]>(
+  'SPRINT_INVALID_OPTION', 'Invalid option "%s": %s', 500)
+
+export const DataFileNotFoundError = createError<[string, string]>(
+  'SPRINT_DATA_FILE_NOT_FOUND', 'Data file "%s" was not found in the artifacts directory (%s) or the dashboard directory', 404)
+
+export const OriginNotAllowedError = createError<[string]>(
+  'SPRINT_ORIGIN_NOT_ALLOWED', 'Origin "%s" may not connect to this service', 403)
+
+export const TooManyConnectionsError = createError<[number]>(
+  'SPRINT_TOO_MANY_CONNECTIONS', 'The service holds its maximum of %d WebSocket connections; try again later', 503)
+
+/** Attaches field details to an error built by one of the constructors above. */
+export function withDetails<E extends Error> (error: E, details: ErrorDetail[]): E & { details: ErrorDetail[] } {
+  return Object.assign(error, { details })
+}

@@ -1,0 +1,97 @@
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+import { InvalidOptionError } from './errors.ts'
+
+/** Options of the `sprintDashboard` plugin. Every one is optional; defaults are in `resolveOptions`. */
+export interface SprintDashboardOptions {
+  /** Route prefix, e.g. `/sprint` (fastify-plugin ignores Fastify's own `prefix`, so the plugin applies it itself). */
+  prefix?: string
+  /** SQLite file; `:memory:` for a throwaway store. Default `sprint-runner.db` in the working directory. */
+  dbPath?: string
+  /** Where the sprint's story files and data files live. Default `_bmad-output/implementation-artifacts`. */
+  artifactsDir?: string
+  /** The dashboard's static files. Default the `dashboard/` folder of this package. */
+  dashboardDir?: string
+  /** Data files served by name from the artifacts directory (then the dashboard directory), with their content types. */
+  dataFiles?: Record<string, string>
+  /** `Access-Control-Allow-Origin` for the read-only routes (@fastify/cors `origin`). Default `*`. */
+  corsOrigin?: string | boolean | string[]
+  /** Protocol ping period. Default 30 s. */
+  heartbeatIntervalMs?: number
+  /** A client that has not answered a ping within this time is terminated. Default 10 s. */
+  heartbeatTimeoutMs?: number
+  /** Events sent in `init` on a fresh connect. Default 50. */
+  recentEvents?: number
+  /** Events kept in the database; older ones are pruned in the background. Default 100,000. */
+  retainEvents?: number
+  /** The most events one resuming client is replayed; further behind gets `reset`. Default 10,000. */
+  maxReplay?: number
+  /** A socket with more unsent bytes than this is closed with 1013 `slow consumer`. Default 4 MiB. */
+  maxBufferedBytes?: number
+  /** Concurrent WebSocket connections; beyond it the upgrade gets 503. Default 10,000. */
+  maxConnections?: number
+  /** Extra browser origins allowed to open `/ws` and post events, or `'*'` for any (unsafe: any web page could read the stream). */
+  allowedOrigins?: string[] | '*'
+  /** When set, `POST /api/events` requires `Authorization: Bearer <token>`. */
+  ingestToken?: string
+  /** Watch `sprint-status.yaml` and emit `story:status` for each change. Default false (the standalone server turns it on). */
+  watchSprintStatus?: boolean
+}
+
+/** Options after defaults: what the plugins read. */
+export type ResolvedOptions = Required<Omit<SprintDashboardOptions, 'ingestToken' | 'prefix'>> & {
+  prefix: string
+  ingestToken: string | undefined
+}
+
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+export const defaultDataFiles: Record<string, string> = {
+  'sprint-status.yaml': 'application/x-yaml; charset=utf-8',
+  'orchestrator.md': 'text/markdown; charset=utf-8',
+  'orchestrator.csv': 'text/csv; charset=utf-8'
+}
+
+function positiveInteger (name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidOptionError(name, `expected a positive integer, got ${String(value)}`)
+  }
+  return value
+}
+
+/**
+ * Applies defaults and checks every option once, at registration, so a bad
+ * configuration fails at start-up rather than on the first request.
+ */
+export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedOptions {
+  const prefix = options.prefix ?? ''
+  if (prefix !== '' && (!prefix.startsWith('/') || prefix.endsWith('/'))) {
+    throw new InvalidOptionError('prefix', `expected "" or a path like "/sprint", got ${JSON.stringify(prefix)}`)
+  }
+  const allowedOrigins = options.allowedOrigins ?? []
+  if (allowedOrigins !== '*' && !Array.isArray(allowedOrigins)) {
+    throw new InvalidOptionError('allowedOrigins', 'expected a list of origins or "*"')
+  }
+  if (options.ingestToken !== undefined && (typeof options.ingestToken !== 'string' || options.ingestToken.length === 0)) {
+    throw new InvalidOptionError('ingestToken', 'expected a non-empty string')
+  }
+  return {
+    prefix,
+    dbPath: options.dbPath ?? 'sprint-runner.db',
+    artifactsDir: path.resolve(options.artifactsDir ?? '_bmad-output/implementation-artifacts'),
+    dashboardDir: path.resolve(options.dashboardDir ?? path.join(packageRoot, 'dashboard')),
+    dataFiles: options.dataFiles ?? defaultDataFiles,
+    corsOrigin: options.corsOrigin ?? '*',
+    heartbeatIntervalMs: positiveInteger('heartbeatIntervalMs', options.heartbeatIntervalMs, 30_000),
+    heartbeatTimeoutMs: positiveInteger('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 10_000),
+    recentEvents: positiveInteger('recentEvents', options.recentEvents, 50),
+    retainEvents: positiveInteger('retainEvents', options.retainEvents, 100_000),
+    maxReplay: positiveInteger('maxReplay', options.maxReplay, 10_000),
+    maxBufferedBytes: positiveInteger('maxBufferedBytes', options.maxBufferedBytes, 4 * 1024 * 1024),
+    maxConnections: positiveInteger('maxConnections', options.maxConnections, 10_000),
+    allowedOrigins,
+    ingestToken: options.ingestToken,
+    watchSprintStatus: options.watchSprintStatus ?? false
+  }
+}

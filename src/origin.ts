@@ -1,0 +1,30 @@
+/** Hosts a local dashboard is served from, whatever the port. */
+const loopbackHosts = new Set(['localhost', '127.0.0.1', '[::1]'])
+
+/**
+ * Whether a browser `Origin` may talk to this service (cross-site WebSocket
+ * hijacking and cross-site event injection guard).
+ *
+ * Allowed: no Origin at all (non-browser clients), the request's own host,
+ * `localhost` / `127.0.0.1` / `[::1]` on any port, and `allowedOrigins`
+ * (`'*'` opens it to every site). `Origin: null` (sandboxed frames, file: pages)
+ * and anything unparsable are refused.
+ *
+ * @example
+ * isOriginAllowed('http://localhost:5173', '127.0.0.1:8080', []) // true
+ * isOriginAllowed('http://localhost.evil.example', '127.0.0.1:8080', []) // false
+ */
+export function isOriginAllowed (origin: string | undefined, host: string | undefined, allowedOrigins: readonly string[] | '*'): boolean {
+  if (origin === undefined) return true
+  if (allowedOrigins === '*') return true
+  let url: URL
+  try {
+    url = new URL(origin)
+  } catch {
+    return false
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false
+  if (loopbackHosts.has(url.hostname)) return true
+  if (host !== undefined && url.host === host.toLowerCase()) return true
+  return allowedOrigins.some(allowed => allowed.replace(/\/+$/, '').toLowerCase() === url.origin)
+}

@@ -1,0 +1,377 @@
+import fp from 'fastify-plugin'
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
+import { WebSocket } from 'ws'
+import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
+import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import { InvalidEventError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
+import { envelopeJson, type EventRow, type SprintStore } from '../store.ts'
+import type { ResolvedOptions } from '../options.ts'
+
+/** Close codes the service sends, from RFC 6455 §7.4.1. */
+export const CloseCode = {
+  GOING_AWAY: 1001,
+  UNEXPECTED_CONDITION: 1011,
+  TRY_AGAIN_LATER: 1013
+} as const
+
+/** The most events one `emitMany` call (and so one ingest request) may carry. */
+export const MAX_EVENTS_PER_CALL = 1000
+
+/** How long a socket closed as a slow consumer gets to finish the closing handshake before it is destroyed. */
+const SLOW_CLOSE_GRACE_MS = 5000
+/** How long `app.close()` waits for clients to answer the 1001 close frame before destroying their sockets. */
+const SHUTDOWN_GRACE_MS = 2000
+
+export type EventListener = (envelope: Envelope) => void
+
+interface Client {
+  socket: WebSocket
+  /** The client asked for several events per frame (`?batch=1`). */
+  batched: boolean
+  connectedAt: number
+  lastPongAt: number
+}
+
+/** What a connecting client asks for; see `connect`. */
+export interface ConnectRequest {
+  /** Raw `since` query value: the last event id the client applied. */
+  since?: string | undefined
+  batched?: boolean
+}
+
+/** The `init` message's payload. */
+export interface InitPayload {
+  batch: ReturnType<SprintStore['getActiveBatch']>
+  events: Envelope[]
+  resumed: boolean
+  reset: boolean
+  error?: string
+}
+
+type EventsOptions = Pick<ResolvedOptions, 'recentEvents' | 'retainEvents' | 'maxReplay' | 'maxBufferedBytes' |
+'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>
+
+/** A `since` the server can replay from, or why it cannot. */
+function parseSince (raw: string): { since: number } | { error: string } {
+  if (!/^\d{1,15}$/.test(raw)) {
+    return { error: `Query parameter "since" must be a non-negative integer event id, got ${JSON.stringify(raw.slice(0, 64))}` }
+  }
+  return { since: Number(raw) }
+}
+
+/**
+ * The broadcaster: validates, stores and fans out events to every connected
+ * WebSocket client, and keeps the client set healthy (heartbeat, slow
+ * consumers, shutdown). Decorated as `fastify.events`.
+ *
+ * Ordering: `emit` is synchronous from validation to the last socket write, so
+ * events reach every socket in id order, and a client added by `connect` in
+ * one tick sees exactly the events after its snapshot.
+ */
+export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger) {
+  const clients = new Set<Client>()
+  const listeners = new Set<EventListener>()
+  /** Envelopes (as JSON) waiting for the next flush to batched clients. */
+  let pending: string[] = []
+  let flushScheduled: NodeJS.Immediate | null = null
+  let batchedCount = 0
+  const slowCloseTimers = new Set<NodeJS.Timeout>()
+
+  function remove (client: Client): void {
+    if (clients.delete(client) && client.batched) batchedCount--
+  }
+
+  function closeSlowConsumer (client: Client): void {
+    remove(client)
+    log.warn({ bufferedAmount: client.socket.bufferedAmount }, 'closing slow WebSocket consumer')
+    // The close frame queues behind what is already buffered, so a client that
+    // resumes reading gets everything it was sent, then 1013, then resumes with `since`.
+    client.socket.close(CloseCode.TRY_AGAIN_LATER, 'slow consumer')
+    const timer = setTimeout(() => {
+      slowCloseTimers.delete(timer)
+      client.socket.terminate()
+    }, SLOW_CLOSE_GRACE_MS)
+    slowCloseTimers.add(timer)
+    client.socket.once('close', () => {
+      clearTimeout(timer)
+      slowCloseTimers.delete(timer)
+    })
+  }
+
+  /** Writes one frame to every client in `targets` that is open and keeping up. */
+  function sendToAll (frame: Buffer, batchedOnly: boolean | null): void {
+    for (const client of clients) {
+      if (batchedOnly !== null && client.batched !== batchedOnly) continue
+      const socket = client.socket
+      if (socket.readyState !== WebSocket.OPEN) {
+        remove(client)
+        continue
+      }
+      if (socket.bufferedAmount > options.maxBufferedBytes) {
+        closeSlowConsumer(client)
+        continue
+      }
+      try {
+        // Not awaited: a send completes when the kernel takes the bytes, and a
+        // slow socket must never hold up the others. Failures surface as the
+        // socket's 'close', which removes it.
+        socket.send(frame, { binary: false })
+      } catch (err) {
+        log.debug({ err }, 'WebSocket send failed; dropping client')
+        remove(client)
+      }
+    }
+  }
+
+  function flush (): void {
+    flushScheduled = null
+    if (pending.length === 0) return
+    const frame = Buffer.from(pending.join('\n'))
+    pending = []
+    sendToAll(frame, true)
+  }
+
+  function fanOut (json: string): void {
+    if (clients.size === 0) return
+    if (batchedCount < clients.size) sendToAll(Buffer.from(json), batchedCount === 0 ? null : false)
+    if (batchedCount > 0) {
+      // Batched clients get every event pending at the next turn of the loop in
+      // one frame: one write per client per burst instead of per event.
+      pending.push(json)
+      flushScheduled ??= setImmediate(flush)
+    }
+  }
+
+  function notify (envelope: Envelope): void {
+    for (const listener of listeners) {
+      try {
+        listener(envelope)
+      } catch (err) {
+        // A listener is someone else's code: its failure must not stop the stream.
+        log.error({ err, eventId: envelope.id }, 'event listener threw')
+      }
+    }
+  }
+
+  function publish (row: EventRow, envelope: Envelope): void {
+    fanOut(envelopeJson(row))
+    notify(envelope)
+    schedulePrune(row.id)
+  }
+
+  function invalid (type: unknown, details: ErrorDetail[]): Error {
+    return withDetails(new InvalidEventError(describeInvalidEvent(type, details)), details)
+  }
+
+  // Pruning runs in small chunks off the emit path so that a large backlog never blocks the loop.
+  let pruneScheduled = false
+  let pruneTimer: NodeJS.Immediate | null = null
+  const PRUNE_EVERY = Math.max(1, Math.min(1000, Math.floor(options.retainEvents / 10)))
+  const PRUNE_CHUNK = 5000
+  function schedulePrune (lastId: number): void {
+    if (pruneScheduled || lastId % PRUNE_EVERY !== 0) return
+    pruneScheduled = true
+    const step = (): void => {
+      const oldest = store.getOldestEventId()
+      const cutoff = store.getLastEventId() - options.retainEvents
+      if (oldest === null || oldest > cutoff) {
+        pruneScheduled = false
+        return
+      }
+      store.deleteEventsUpTo(Math.min(cutoff, oldest + PRUNE_CHUNK - 1))
+      pruneTimer = setImmediate(step)
+    }
+    pruneTimer = setImmediate(step)
+  }
+
+  /** The init message for a new connection, built from stored JSON without re-serialising events. */
+  function buildInit (request: ConnectRequest): string {
+    const lastId = store.getLastEventId()
+    let rows: EventRow[] | null = null
+    let error: string | undefined
+    let resumed = false
+    let reset = false
+    if (request.since !== undefined) {
+      const parsed = parseSince(request.since)
+      if ('error' in parsed) {
+        error = parsed.error
+        reset = true
+      } else {
+        const since = parsed.since
+        const oldest = store.getOldestEventId() ?? lastId + 1
+        // Resumable when nothing the client lacks was pruned, the id is not from
+        // another (replaced) database, and the gap is within the replay cap.
+        if (since <= lastId && since >= oldest - 1 && lastId - since <= options.maxReplay) {
+          rows = store.getEventRowsAfter(since, options.maxReplay)
+          resumed = true
+        } else {
+          reset = true
+        }
+      }
+    }
+    rows ??= store.getRecentEventRows(options.recentEvents)
+    const errorPart = error === undefined ? '' : `,"error":${JSON.stringify(error)}`
+    return `{"type":"init","payload":{"batch":${JSON.stringify(store.getActiveBatch())},"events":[${rows.map(envelopeJson).join(',')}],"resumed":${resumed},"reset":${reset}${errorPart}}}`
+  }
+
+  // One timer for every socket: pings go out each interval, and one check per
+  // round terminates the sockets that have not answered since the round began.
+  let reapTimer: NodeJS.Timeout | null = null
+  const heartbeatTimer = setInterval(() => {
+    const roundStart = Date.now()
+    for (const client of clients) {
+      if (client.socket.readyState === WebSocket.OPEN) client.socket.ping()
+    }
+    if (reapTimer !== null) clearTimeout(reapTimer)
+    reapTimer = setTimeout(() => {
+      reapTimer = null
+      for (const client of clients) {
+        if (client.lastPongAt < roundStart && client.connectedAt < roundStart) {
+          log.info('terminating WebSocket client that missed its heartbeat')
+          remove(client)
+          client.socket.terminate()
+        }
+      }
+    }, options.heartbeatTimeoutMs)
+  }, options.heartbeatIntervalMs)
+
+  return {
+    /**
+     * Validates, stores and broadcasts one event; returns its envelope.
+     * Throws `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad type or payload.
+     *
+     * @example
+     * app.events.emit('command:start', { story_key: '2a-1', command: 'dev-story', task_id: 'implement' })
+     */
+    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>): Envelope<T> {
+      const details = validateEvent(type, payload)
+      if (details.length > 0) throw invalid(type, details)
+      const row = store.appendEvent(type, payload, JSON.stringify(payload), Date.now())
+      const envelope = { id: row.id, type, payload, timestamp: row.timestamp } as Envelope<T>
+      publish(row, envelope as Envelope)
+      return envelope
+    },
+
+    /**
+     * Validates every event first, then stores them in one transaction and broadcasts them in order:
+     * a batch with one bad event stores and sends nothing. Error paths carry the index (`/3/payload/status`).
+     */
+    emitMany (inputs: readonly EventInput[]): Envelope[] {
+      if (inputs.length > MAX_EVENTS_PER_CALL) throw new TooManyEventsError(MAX_EVENTS_PER_CALL, inputs.length)
+      const details = inputs.flatMap((input, index) => validateEvent(input.type, input.payload, `/${index}`))
+      if (details.length > 0) {
+        throw invalid(inputs.length === 1 ? inputs[0]!.type : `batch of ${inputs.length}`, details)
+      }
+      const prepared = inputs.map(input => ({
+        type: input.type as EventTypeName,
+        payload: input.payload,
+        payloadJson: JSON.stringify(input.payload)
+      }))
+      const rows = store.appendEvents(prepared, Date.now())
+      return rows.map((row, index) => {
+        const envelope = { id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp } as Envelope
+        publish(row, envelope)
+        return envelope
+      })
+    },
+
+    /** Sends an already-built envelope to every connected client (serialised once). Does not store it. */
+    broadcast (envelope: Envelope): void {
+      fanOut(JSON.stringify(envelope))
+    },
+
+    /** Subscribes in-process code to every emitted event; returns the unsubscribe function. */
+    onEvent (listener: EventListener): () => void {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
+    },
+
+    /** Number of tracked WebSocket clients. */
+    get clientCount (): number {
+      return clients.size
+    },
+
+    /** The id of the newest event, 0 when there is none. */
+    get lastEventId (): number {
+      return store.getLastEventId()
+    },
+
+    /**
+     * Sends `init` to a freshly upgraded socket and adds it to the broadcast set, in one synchronous step, so
+     * no event falls between the snapshot and the live stream and none is sent twice.
+     */
+    connect (socket: WebSocket, request: ConnectRequest = {}): void {
+      // Events still waiting for the batched flush are already in the database,
+      // so they are in this client's snapshot: send them to the others first.
+      if (flushScheduled !== null) {
+        clearImmediate(flushScheduled)
+        flush()
+      }
+      socket.send(buildInit(request))
+      const now = Date.now()
+      const client: Client = { socket, batched: request.batched === true, connectedAt: now, lastPongAt: now }
+      clients.add(client)
+      if (client.batched) batchedCount++
+      socket.on('pong', () => { client.lastPongAt = Date.now() })
+      socket.once('close', () => remove(client))
+    },
+
+    /** Closes every client with 1001 and waits (briefly) for them to go; used on shutdown. */
+    async closeAll (): Promise<void> {
+      const sockets = [...clients].map(c => c.socket)
+      clients.clear()
+      batchedCount = 0
+      const closed = sockets.map(socket => new Promise<void>(resolve => {
+        if (socket.readyState === WebSocket.CLOSED) return resolve()
+        socket.once('close', () => resolve())
+        socket.close(CloseCode.GOING_AWAY, 'server shutting down')
+      }))
+      let grace: NodeJS.Timeout | undefined
+      await Promise.race([
+        Promise.all(closed),
+        new Promise<void>(resolve => { grace = setTimeout(resolve, SHUTDOWN_GRACE_MS) })
+      ])
+      clearTimeout(grace)
+      for (const socket of sockets) socket.terminate()
+    },
+
+    /** Stops the timers; the store is closed by its own plugin. */
+    stop (): void {
+      clearInterval(heartbeatTimer)
+      if (reapTimer !== null) clearTimeout(reapTimer)
+      if (flushScheduled !== null) clearImmediate(flushScheduled)
+      if (pruneTimer !== null) clearImmediate(pruneTimer)
+      for (const timer of slowCloseTimers) clearTimeout(timer)
+      slowCloseTimers.clear()
+      listeners.clear()
+    }
+  }
+}
+
+/** The broadcaster's API, as decorated on Fastify as `events`. */
+export type SprintEvents = ReturnType<typeof createEvents>
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The sprint event broadcaster: `emit`, `emitMany`, `broadcast`, `onEvent`, `clientCount`. */
+    events: SprintEvents
+  }
+}
+
+/** Decorates the parent with `events`; closes every client with 1001 before the server stops. */
+const eventsPlugin: FastifyPluginAsync<EventsOptions> = async function eventsPlugin (fastify, options) {
+  const events = createEvents(fastify.sprintStore, options, fastify.log)
+  fastify.decorate('events', events)
+  fastify.addHook('preClose', async () => {
+    await events.closeAll()
+  })
+  fastify.addHook('onClose', async () => {
+    events.stop()
+  })
+}
+
+export default fp(eventsPlugin, {
+  name: 'sprint-events',
+  fastify: '5.x',
+  dependencies: ['sprint-store']
+})

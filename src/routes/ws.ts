@@ -1,0 +1,132 @@
+import type { FastifyPluginAsync } from 'fastify'
+import websocket from '@fastify/websocket'
+import type { WebSocket, RawData } from 'ws'
+import { Type, type Static } from '@sinclair/typebox'
+import { isOriginAllowed } from '../origin.ts'
+import { OriginNotAllowedError, TooManyConnectionsError } from '../errors.ts'
+import { CloseCode } from '../plugins/events.ts'
+import type { ResolvedOptions } from '../options.ts'
+
+/** The largest client frame accepted; one byte more closes the connection with 1009. */
+export const MAX_CLIENT_FRAME_BYTES = 65_536
+
+/** Messages (and protocol pings) one client may send per second before the rest are ignored. */
+const MESSAGES_PER_SECOND = 20
+/** Past this many in one second the client is flooding and is disconnected. */
+const FLOOD_PER_SECOND = 500
+/** Close code for a policy violation (RFC 6455). */
+const POLICY_VIOLATION = 1008
+/** Refused upgrades are logged at most this often. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000
+
+const WsQuerySchema = Type.Object({
+  since: Type.Optional(Type.String({ description: 'Last event id the client applied; the init replays what came after' })),
+  batch: Type.Optional(Type.String({ description: '"1" to accept several newline-separated events per frame' }))
+})
+type WsQuery = Static<typeof WsQuerySchema>
+
+/** Counts messages per one-second window to keep a chatty client from costing everyone else. */
+function createRateLimiter () {
+  let windowStart = 0
+  let count = 0
+  return (now: number): 'ok' | 'drop' | 'flood' => {
+    if (now - windowStart >= 1000) {
+      windowStart = now
+      count = 0
+    }
+    count++
+    if (count > FLOOD_PER_SECOND) return 'flood'
+    return count > MESSAGES_PER_SECOND ? 'drop' : 'ok'
+  }
+}
+
+function badRequest (socket: WebSocket, message: string): void {
+  socket.send(JSON.stringify({ type: 'error', payload: { type: 'bad_request', message } }))
+}
+
+/**
+ * The `/ws` route: checks Origin and the connection limit before the upgrade,
+ * hands the socket to `fastify.events.connect` (init + live stream) and answers
+ * the client's own messages (`ping`).
+ */
+const wsRoutes: FastifyPluginAsync<ResolvedOptions> = async function wsRoutes (fastify, options) {
+  // A host app that already registered @fastify/websocket keeps its settings
+  // (our maxPayload and manual pong are then its to choose).
+  if (!fastify.hasDecorator('websocketServer')) {
+    await fastify.register(websocket, {
+      options: {
+        maxPayload: MAX_CLIENT_FRAME_BYTES,
+        // We answer protocol pings ourselves, so that a ping flood is rate limited like any other message.
+        autoPong: false,
+        // Clients are tracked by the broadcaster; ws's own set would be a second copy.
+        clientTracking: false
+      },
+      // The broadcaster's preClose closes every client with 1001; nothing is left for the default one.
+      preClose: (done) => { done() }
+    })
+  }
+
+  let lastRefusalLog = 0
+  let refusedSinceLog = 0
+  function logRefusal (reason: string): void {
+    refusedSinceLog++
+    const now = Date.now()
+    if (now - lastRefusalLog < REFUSAL_LOG_INTERVAL_MS) return
+    fastify.log.warn({ refused: refusedSinceLog, limit: options.maxConnections }, reason)
+    lastRefusalLog = now
+    refusedSinceLog = 0
+  }
+
+  fastify.get<{ Querystring: WsQuery }>('/ws', {
+    websocket: true,
+    schema: { querystring: WsQuerySchema },
+    onRequest: async (request) => {
+      if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+        throw new OriginNotAllowedError(request.headers.origin ?? '')
+      }
+      if (fastify.events.clientCount >= options.maxConnections) {
+        logRefusal('WebSocket connection limit reached; refusing upgrades')
+        throw new TooManyConnectionsError(options.maxConnections)
+      }
+    }
+  }, (socket, request) => {
+    fastify.events.connect(socket, { since: request.query.since, batched: request.query.batch === '1' })
+
+    const limit = createRateLimiter()
+    const admit = (): boolean => {
+      const verdict = limit(Date.now())
+      if (verdict === 'flood') {
+        request.log.warn('WebSocket client flooding; disconnecting')
+        socket.close(POLICY_VIOLATION, 'rate limit exceeded')
+      }
+      return verdict === 'ok'
+    }
+
+    socket.on('ping', (data: Buffer) => {
+      if (admit()) socket.pong(data)
+    })
+
+    socket.on('message', (data: RawData, isBinary: boolean) => {
+      try {
+        if (!admit()) return
+        if (isBinary) return badRequest(socket, 'Binary frames are not accepted; send JSON text such as {"type":"ping"}')
+        let message: unknown
+        try {
+          message = JSON.parse(data.toString())
+        } catch {
+          return badRequest(socket, 'Message is not valid JSON')
+        }
+        if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'ping') {
+          socket.send('{"type":"pong"}')
+          return
+        }
+        badRequest(socket, 'Unknown message; the only client message is {"type":"ping"}')
+      } catch (err) {
+        request.log.error({ err }, 'WebSocket message handler failed')
+        socket.close(CloseCode.UNEXPECTED_CONDITION, 'internal error')
+      }
+    })
+  })
+}
+
+export default wsRoutes

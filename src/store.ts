@@ -1,0 +1,338 @@
+import Database from 'better-sqlite3'
+import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } from './events/schemas.ts'
+import { EventType } from './events/schemas.ts'
+
+/** A row of the `events` table as stored: the payload stays JSON text so replays need no parse/stringify round trip. */
+export interface EventRow {
+  id: number
+  type: string
+  payload: string
+  timestamp: number
+}
+
+export interface StoryRow {
+  key: string
+  epic: string | null
+  status: string
+  updated_at: number
+}
+
+export interface CommandRow {
+  id: number
+  story_key: string
+  command: string
+  task_id: string
+  status: string
+  started_at: number
+  ended_at: number | null
+  metrics: CommandMetrics | null
+}
+
+export interface BackgroundTaskRow {
+  id: number
+  batch_id: number | null
+  task_type: string
+  status: string
+  started_at: number
+  ended_at: number | null
+  details: string | null
+}
+
+interface BatchDbRow extends Omit<Batch, 'max_cycles'> { max_cycles: number | null }
+
+const schema = `
+CREATE TABLE IF NOT EXISTS batches (
+  id INTEGER PRIMARY KEY,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  max_cycles INTEGER, -- NULL means "all"
+  cycles_completed INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'stopped', 'error'))
+);
+CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
+CREATE TABLE IF NOT EXISTS stories (
+  key TEXT PRIMARY KEY,
+  epic TEXT,
+  status TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  story_key TEXT NOT NULL,
+  command TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  metrics TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_story ON commands(story_key, command, task_id);
+CREATE TABLE IF NOT EXISTS background_tasks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  batch_id INTEGER,
+  task_type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  details TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  batch_id INTEGER
+);
+-- Recent-first reads walk the rowid (id) backwards; this index serves reads by batch.
+CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
+`
+
+/** The JSON text of an envelope built from a stored row, without parsing the payload. */
+export function envelopeJson (row: EventRow): string {
+  return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
+}
+
+function toBatch (row: BatchDbRow | undefined): Batch | null {
+  if (row === undefined) return null
+  return { ...row, max_cycles: row.max_cycles ?? 'all' }
+}
+
+function toEnvelope (row: EventRow): Envelope {
+  return { id: row.id, type: row.type, payload: JSON.parse(row.payload), timestamp: row.timestamp } as Envelope
+}
+
+/**
+ * The SQLite store: one better-sqlite3 connection in WAL mode with prepared
+ * statements. Events are appended here and the batch, story and command
+ * tables are projected from them in the same transaction.
+ *
+ * @example
+ * const store = createStore(':memory:')
+ * store.appendEvent('batch:start', { batch_id: 1, max_cycles: 2 }, JSON.stringify({ batch_id: 1, max_cycles: 2 }), Date.now())
+ * store.getActiveBatch() // { id: 1, status: 'running', ... }
+ * store.close()
+ */
+export function createStore (dbPath: string) {
+  const db = new Database(dbPath)
+  db.pragma('journal_mode = WAL')
+  // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See README "Durability".
+  db.pragma('synchronous = NORMAL')
+  db.pragma('busy_timeout = 5000')
+  db.exec(schema)
+
+  const statements = {
+    insertEvent: db.prepare<[string, string, number, number | null]>(
+      'INSERT INTO events (type, payload, timestamp, batch_id) VALUES (?, ?, ?, ?)'),
+    recentEvents: db.prepare<[number], EventRow>(
+      'SELECT id, type, payload, timestamp FROM (SELECT id, type, payload, timestamp FROM events ORDER BY id DESC LIMIT ?) ORDER BY id ASC'),
+    eventsAfter: db.prepare<[number, number], EventRow>(
+      'SELECT id, type, payload, timestamp FROM events WHERE id > ? ORDER BY id ASC LIMIT ?'),
+    lastEventId: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM events'),
+    lastAssignedId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+    oldestEventId: db.prepare<[], { id: number | null }>('SELECT min(id) AS id FROM events'),
+    countEvents: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM events'),
+    deleteEventsUpTo: db.prepare<[number]>('DELETE FROM events WHERE id <= ?'),
+    activeBatch: db.prepare<[], BatchDbRow>(
+      "SELECT * FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC LIMIT 1"),
+    batchById: db.prepare<[number], BatchDbRow>('SELECT * FROM batches WHERE id = ?'),
+    listBatches: db.prepare<[number], BatchDbRow>('SELECT * FROM batches ORDER BY started_at DESC, id DESC LIMIT ?'),
+    stopOtherBatches: db.prepare<[number, number]>(
+      "UPDATE batches SET status = 'stopped', ended_at = ? WHERE status = 'running' AND id != ?"),
+    startBatch: db.prepare<[number, number, number | null]>(
+      `INSERT INTO batches (id, started_at, max_cycles, cycles_completed, status) VALUES (?, ?, ?, 0, 'running')
+       ON CONFLICT(id) DO UPDATE SET status = 'running', ended_at = NULL, max_cycles = excluded.max_cycles`),
+    advanceCycles: db.prepare<[number, number]>(
+      'UPDATE batches SET cycles_completed = max(cycles_completed, ?) WHERE id = ?'),
+    endBatch: db.prepare<[number, number, number, number, string]>(
+      `INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status) VALUES (?, ?, ?, NULL, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at, cycles_completed = excluded.cycles_completed`),
+    upsertStory: db.prepare<[string, string | null, string, number]>(
+      `INSERT INTO stories (key, epic, status, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT(key) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, epic = coalesce(excluded.epic, stories.epic)`),
+    getStory: db.prepare<[string], StoryRow>('SELECT * FROM stories WHERE key = ?'),
+    listStories: db.prepare<[], StoryRow>('SELECT * FROM stories ORDER BY key'),
+    startCommand: db.prepare<[string, string, string, number]>(
+      "INSERT INTO commands (story_key, command, task_id, status, started_at) VALUES (?, ?, ?, 'running', ?)"),
+    endCommand: db.prepare<[string, number, string | null, string, string, string]>(
+      `UPDATE commands SET status = ?, ended_at = ?, metrics = ?
+       WHERE id = (SELECT id FROM commands WHERE story_key = ? AND command = ? AND task_id = ? AND ended_at IS NULL ORDER BY id DESC LIMIT 1)`),
+    listCommands: db.prepare<[string], Omit<CommandRow, 'metrics'> & { metrics: string | null }>(
+      'SELECT * FROM commands WHERE story_key = ? ORDER BY id'),
+    insertTask: db.prepare<[number | null, string, string, number, string | null]>(
+      'INSERT INTO background_tasks (batch_id, task_type, status, started_at, details) VALUES (?, ?, ?, ?, ?)'),
+    updateTask: db.prepare<[string, number | null, string | null, number]>(
+      'UPDATE background_tasks SET status = ?, ended_at = ?, details = coalesce(?, details) WHERE id = ?'),
+    listTasks: db.prepare<[], BackgroundTaskRow>('SELECT * FROM background_tasks ORDER BY id')
+  }
+
+  // The batch every new event is filed under; cached because it changes only on batch events.
+  let activeBatchId: number | null = statements.activeBatch.get()?.id ?? null
+
+  /** Keeps the batch/story/command tables in step with the event just appended. */
+  function project (type: EventTypeName, payload: unknown, timestamp: number): void {
+    switch (type) {
+      case EventType.BATCH_START: {
+        const p = payload as EventPayload<'batch:start'>
+        statements.stopOtherBatches.run(timestamp, p.batch_id)
+        statements.startBatch.run(p.batch_id, timestamp, p.max_cycles === 'all' ? null : p.max_cycles)
+        activeBatchId = p.batch_id
+        break
+      }
+      case EventType.CYCLE_END: {
+        const p = payload as EventPayload<'cycle:end'>
+        if (activeBatchId !== null) statements.advanceCycles.run(p.cycle_number, activeBatchId)
+        break
+      }
+      case EventType.BATCH_END: {
+        const p = payload as EventPayload<'batch:end'>
+        statements.endBatch.run(p.batch_id, timestamp, timestamp, p.cycles_completed, p.status)
+        if (activeBatchId === p.batch_id) activeBatchId = statements.activeBatch.get()?.id ?? null
+        break
+      }
+      case EventType.STORY_STATUS: {
+        const p = payload as EventPayload<'story:status'>
+        statements.upsertStory.run(p.story_key, null, p.new_status, timestamp)
+        break
+      }
+      case EventType.COMMAND_START: {
+        const p = payload as EventPayload<'command:start'>
+        statements.startCommand.run(p.story_key, p.command, p.task_id, timestamp)
+        break
+      }
+      case EventType.COMMAND_END: {
+        const p = payload as EventPayload<'command:end'>
+        statements.endCommand.run(p.status, timestamp, p.metrics === undefined ? null : JSON.stringify(p.metrics),
+          p.story_key, p.command, p.task_id)
+        break
+      }
+    }
+  }
+
+  function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
+    const batchId = activeBatchId
+    const id = Number(statements.insertEvent.run(type, payloadJson, timestamp, batchId).lastInsertRowid)
+    project(type, payload, timestamp)
+    return { id, type, payload: payloadJson, timestamp }
+  }
+
+  const appendMany = db.transaction((events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number) =>
+    events.map(e => appendOne(e.type, e.payload, e.payloadJson, timestamp)))
+
+  // Projection and append commit together or not at all.
+  const appendInTransaction = db.transaction(appendOne)
+  const projectedTypes = new Set<string>([EventType.BATCH_START, EventType.BATCH_END, EventType.CYCLE_END,
+    EventType.STORY_STATUS, EventType.COMMAND_START, EventType.COMMAND_END])
+
+  return {
+    db,
+
+    /**
+     * Appends one validated event and updates the projections; returns the stored row with its id.
+     * The payload is passed both as the object (for projections) and as its JSON (stored and broadcast as is).
+     */
+    appendEvent (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
+      // A lone INSERT is already atomic; the explicit transaction is only needed when a projection writes too.
+      return projectedTypes.has(type)
+        ? appendInTransaction(type, payload, payloadJson, timestamp)
+        : appendOne(type, payload, payloadJson, timestamp)
+    },
+
+    /** Appends validated events in one transaction: all are stored or none. */
+    appendEvents (events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number): EventRow[] {
+      return appendMany(events, timestamp)
+    },
+
+    /** The running batch, or null. */
+    getActiveBatch (): Batch | null {
+      return activeBatchId === null ? null : toBatch(statements.batchById.get(activeBatchId))
+    },
+
+    getBatch (id: number): Batch | null {
+      return toBatch(statements.batchById.get(id))
+    },
+
+    listBatches (limit = 50): Batch[] {
+      return statements.listBatches.all(limit).map(row => toBatch(row)!)
+    },
+
+    /** The last `limit` events, oldest first. */
+    getRecentEvents (limit: number): Envelope[] {
+      return statements.recentEvents.all(limit).map(toEnvelope)
+    },
+
+    /** The last `limit` events as stored rows, oldest first. */
+    getRecentEventRows (limit: number): EventRow[] {
+      return statements.recentEvents.all(limit)
+    },
+
+    /** Up to `limit` events with an id greater than `id`, oldest first. */
+    getEventRowsAfter (id: number, limit: number): EventRow[] {
+      return statements.eventsAfter.all(id, limit)
+    },
+
+    getEventsAfter (id: number, limit: number): Envelope[] {
+      return statements.eventsAfter.all(id, limit).map(toEnvelope)
+    },
+
+    /**
+     * The highest id ever given out, 0 when none was. Read from AUTOINCREMENT's
+     * counter rather than max(id) so that it never goes back after pruning.
+     */
+    getLastEventId (): number {
+      return statements.lastAssignedId.get()?.seq ?? statements.lastEventId.get()?.id ?? 0
+    },
+
+    /** The smallest id still stored, or null when the table is empty. */
+    getOldestEventId (): number | null {
+      return statements.oldestEventId.get()?.id ?? null
+    },
+
+    countEvents (): number {
+      return statements.countEvents.get()?.n ?? 0
+    },
+
+    /** Deletes events with an id up to and including `id`; returns how many went. */
+    deleteEventsUpTo (id: number): number {
+      return statements.deleteEventsUpTo.run(id).changes
+    },
+
+    upsertStory (key: string, status: string, epic: string | null = null): void {
+      statements.upsertStory.run(key, epic, status, Date.now())
+    },
+
+    getStory (key: string): StoryRow | null {
+      return statements.getStory.get(key) ?? null
+    },
+
+    listStories (): StoryRow[] {
+      return statements.listStories.all()
+    },
+
+    listCommands (storyKey: string): CommandRow[] {
+      return statements.listCommands.all(storyKey).map(row => ({
+        ...row,
+        metrics: row.metrics === null ? null : JSON.parse(row.metrics) as CommandMetrics
+      }))
+    },
+
+    createBackgroundTask (taskType: string, details: string | null = null, status = 'running'): number {
+      return Number(statements.insertTask.run(activeBatchId, taskType, status, Date.now(), details).lastInsertRowid)
+    },
+
+    updateBackgroundTask (id: number, status: string, details: string | null = null): void {
+      const ended = status === 'running' ? null : Date.now()
+      statements.updateTask.run(status, ended, details, id)
+    },
+
+    listBackgroundTasks (): BackgroundTaskRow[] {
+      return statements.listTasks.all()
+    },
+
+    close (): void {
+      if (db.open) db.close()
+    }
+  }
+}
+
+/** The store's API, as decorated on Fastify as `sprintStore`. */
+export type SprintStore = ReturnType<typeof createStore>
