@@ -209,7 +209,8 @@ export function createStore (dbPath: string) {
   }
 
   function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
-    const batchId = activeBatchId
+    // A batch:start belongs to the batch it opens, not to the one it replaces.
+    const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
     const id = Number(statements.insertEvent.run(type, payloadJson, timestamp, batchId).lastInsertRowid)
     project(type, payload, timestamp)
     return { id, type, payload: payloadJson, timestamp }

@@ -1,0 +1,166 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { once } from 'node:events'
+import { WebSocket, type RawData } from 'ws'
+import sprintDashboard from '../src/app.ts'
+import type { SprintDashboardOptions } from '../src/options.ts'
+
+/** The part of a tap `Test` the helpers use, so they work with any tap version's types. */
+export interface TestContext {
+  teardown: (fn: () => unknown) => void
+}
+
+/** A temporary directory removed when the test ends. */
+export async function tempDir (t: TestContext, prefix = 'sprint-dashboard-'): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export interface BuildResult {
+  app: FastifyInstance
+  dir: string
+  dbPath: string
+  artifactsDir: string
+}
+
+/**
+ * A Fastify app with the plugin registered on a real SQLite file and an
+ * artifacts directory in a temp dir; closed when the test ends.
+ */
+export async function build (t: TestContext, options: SprintDashboardOptions = {}): Promise<BuildResult> {
+  const dir = await tempDir(t)
+  const dbPath = options.dbPath ?? path.join(dir, 'events.db')
+  const artifactsDir = options.artifactsDir ?? path.join(dir, 'artifacts')
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  await app.register(sprintDashboard, { ...options, dbPath, artifactsDir })
+  await app.ready()
+  return { app, dir, dbPath, artifactsDir }
+}
+
+export interface ListenResult extends BuildResult {
+  url: string
+  wsUrl: string
+  port: number
+}
+
+/** `build`, then listen on 127.0.0.1 (port 0 unless `port` is given). */
+export async function listen (t: TestContext, options: SprintDashboardOptions & { port?: number } = {}): Promise<ListenResult> {
+  const { port: wanted = 0, ...pluginOptions } = options
+  const built = await build(t, pluginOptions)
+  await built.app.listen({ host: '127.0.0.1', port: wanted })
+  const address = built.app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
+  const prefix = pluginOptions.prefix ?? ''
+  return {
+    ...built,
+    port: address.port,
+    url: `http://127.0.0.1:${address.port}${prefix}`,
+    wsUrl: `ws://127.0.0.1:${address.port}${prefix}/ws`
+  }
+}
+
+/**
+ * A `ws` client that queues every message it receives, so a test can await
+ * the next one (or the next that matches) without racing the socket.
+ */
+export class TestClient {
+  readonly socket: WebSocket
+  private readonly queue: unknown[] = []
+  private waiter: (() => void) | null = null
+
+  constructor (url: string, options: ConstructorParameters<typeof WebSocket>[2] = {}) {
+    this.socket = new WebSocket(url, options)
+    this.socket.on('message', (data: RawData) => {
+      // A batched frame holds several envelopes separated by newlines.
+      for (const line of data.toString().split('\n')) this.queue.push(JSON.parse(line))
+      this.waiter?.()
+    })
+    this.socket.on('close', () => this.waiter?.())
+  }
+
+  /** Resolves with the next message; rejects if the socket closes first or `timeoutMs` passes. */
+  async next<T = any> (timeoutMs = 5000): Promise<T> {
+    const deadline = Date.now() + timeoutMs
+    while (this.queue.length === 0) {
+      if (this.socket.readyState === WebSocket.CLOSED) throw new Error('socket closed while waiting for a message')
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) throw new Error(`no message within ${timeoutMs} ms`)
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, remaining)
+        this.waiter = () => { clearTimeout(timer); resolve() }
+      })
+      this.waiter = null
+    }
+    return this.queue.shift() as T
+  }
+
+  /** Collects the next `count` messages. */
+  async take<T = any> (count: number, timeoutMs = 5000): Promise<T[]> {
+    const messages: T[] = []
+    for (let i = 0; i < count; i++) messages.push(await this.next<T>(timeoutMs))
+    return messages
+  }
+
+  /** Messages received and not yet taken. */
+  get pending (): number {
+    return this.queue.length
+  }
+
+  async close (): Promise<void> {
+    if (this.socket.readyState === WebSocket.CLOSED) return
+    const closed = once(this.socket, 'close')
+    this.socket.close()
+    await closed
+  }
+}
+
+/** Opens a client and waits for its `init` message. */
+export async function connect (t: TestContext, url: string, options?: ConstructorParameters<typeof WebSocket>[2]): Promise<{ client: TestClient, init: any }> {
+  const client = new TestClient(url, options)
+  t.teardown(() => client.socket.terminate())
+  const init = await client.next()
+  return { client, init }
+}
+
+/** Resolves with the close code and reason of a socket. */
+export async function closed (socket: WebSocket): Promise<{ code: number, reason: string }> {
+  if (socket.readyState === WebSocket.CLOSED) throw new Error('socket already closed')
+  const [code, reason] = await once(socket, 'close') as [number, Buffer]
+  return { code, reason: reason.toString() }
+}
+
+/** Resolves with the HTTP status of a refused upgrade. */
+export async function refusedUpgrade (url: string, options?: ConstructorParameters<typeof WebSocket>[2]): Promise<number> {
+  const socket = new WebSocket(url, options)
+  return await new Promise<number>((resolve, reject) => {
+    socket.on('unexpected-response', (_request, response) => {
+      resolve(response.statusCode ?? 0)
+      socket.terminate()
+    })
+    socket.on('open', () => {
+      socket.terminate()
+      reject(new Error('upgrade was accepted'))
+    })
+    socket.on('error', () => { /* the unexpected-response or open handler settles */ })
+  })
+}
+
+/** Valid payloads, one per event type, for tests that need "any valid event". */
+export const validPayloads = {
+  'batch:start': { batch_id: 1, max_cycles: 2 },
+  'batch:end': { batch_id: 1, cycles_completed: 2, status: 'completed' },
+  'cycle:start': { cycle_number: 1, story_keys: ['2a-1'] },
+  'cycle:end': { cycle_number: 1, completed_stories: ['2a-1'] },
+  'command:start': { story_key: '2a-1', command: 'dev-story', task_id: 'implement' },
+  'command:progress': { story_key: '2a-1', command: 'dev-story', task_id: 'implement', message: 'Edit src/a.ts' },
+  'command:end': { story_key: '2a-1', command: 'dev-story', task_id: 'implement', status: 'success', metrics: { duration_ms: 1200, tokens: 3400 } },
+  'story:status': { story_key: '2a-1', old_status: null, new_status: 'in-progress' },
+  error: { type: 'agent_crash', message: 'boom', context: { exit_code: 1 } },
+  'context:create': { status: 'started', task_id: 7 },
+  'context:refresh': { status: 'running', message: 'refreshing' },
+  'context:complete': { status: 'done', task_id: 'ctx-1', message: 'ok' }
+} as const

@@ -1,0 +1,109 @@
+import t from 'tap'
+import path from 'node:path'
+import { createStore } from '../src/store.ts'
+import { tempDir, type TestContext } from './helper.ts'
+import type { EventTypeName } from '../src/events/schemas.ts'
+
+async function openStore (t: TestContext) {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'store.db')
+  const store = createStore(file)
+  t.teardown(() => store.close())
+  const append = (type: EventTypeName, payload: object, timestamp = Date.now()) =>
+    store.appendEvent(type, payload, JSON.stringify(payload), timestamp)
+  return { store, append, file }
+}
+
+t.test('the database is a WAL file and the schema is created idempotently', async t => {
+  const { store, file } = await openStore(t)
+  t.equal(store.db.pragma('journal_mode', { simple: true }), 'wal')
+  const again = createStore(file)
+  t.teardown(() => again.close())
+  const tables = again.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
+  for (const table of ['background_tasks', 'batches', 'commands', 'events', 'stories']) t.ok(tables.includes(table), table)
+})
+
+t.test('events get increasing ids and read back oldest first', async t => {
+  const { store, append } = await openStore(t)
+  t.equal(store.getLastEventId(), 0)
+  for (let i = 1; i <= 5; i++) append('command:progress', { story_key: 's', command: 'c', task_id: 't', message: `m${i}` })
+  t.equal(store.getLastEventId(), 5)
+  const recent = store.getRecentEvents(3)
+  t.same(recent.map(e => e.id), [3, 4, 5])
+  t.same(recent.map(e => (e.payload as { message: string }).message), ['m3', 'm4', 'm5'])
+  t.same(store.getEventsAfter(3, 10).map(e => e.id), [4, 5])
+})
+
+t.test('batch projection: start, cycles, end, "all"', async t => {
+  const { store, append } = await openStore(t)
+  t.equal(store.getActiveBatch(), null)
+  append('batch:start', { batch_id: 7, max_cycles: 'all' }, 1000)
+  t.match(store.getActiveBatch(), { id: 7, max_cycles: 'all', status: 'running', cycles_completed: 0, started_at: 1000, ended_at: null })
+  append('cycle:end', { cycle_number: 2, completed_stories: [] })
+  append('cycle:end', { cycle_number: 1, completed_stories: [] })
+  t.equal(store.getActiveBatch()?.cycles_completed, 2, 'cycles_completed is the max seen')
+  append('batch:end', { batch_id: 7, cycles_completed: 3, status: 'stopped' }, 5000)
+  t.equal(store.getActiveBatch(), null)
+  t.match(store.getBatch(7), { status: 'stopped', ended_at: 5000, cycles_completed: 3, max_cycles: 'all' })
+})
+
+t.test('a new batch:start stops the running one; restarting an id reopens it', async t => {
+  const { store, append } = await openStore(t)
+  append('batch:start', { batch_id: 1, max_cycles: 2 })
+  append('batch:start', { batch_id: 2, max_cycles: 3 })
+  t.equal(store.getBatch(1)?.status, 'stopped')
+  t.not(store.getBatch(1)?.ended_at, null)
+  t.equal(store.getActiveBatch()?.id, 2)
+  append('batch:end', { batch_id: 2, cycles_completed: 1, status: 'error' })
+  append('batch:start', { batch_id: 2, max_cycles: 4 })
+  t.match(store.getActiveBatch(), { id: 2, status: 'running', ended_at: null, max_cycles: 4 })
+})
+
+t.test('events are filed under the active batch', async t => {
+  const { store, append } = await openStore(t)
+  append('error', { type: 'x', message: 'before' })
+  append('batch:start', { batch_id: 3, max_cycles: 1 })
+  append('error', { type: 'x', message: 'during' })
+  const rows = store.db.prepare('SELECT batch_id FROM events ORDER BY id').pluck().all()
+  t.same(rows, [null, 3, 3])
+})
+
+t.test('a running batch survives a restart of the store', async t => {
+  const { store, append, file } = await openStore(t)
+  append('batch:start', { batch_id: 9, max_cycles: 2 })
+  store.close()
+  const reopened = createStore(file)
+  t.teardown(() => reopened.close())
+  t.equal(reopened.getActiveBatch()?.id, 9)
+})
+
+t.test('story and command projections', async t => {
+  const { store, append } = await openStore(t)
+  append('story:status', { story_key: '2a-1', old_status: null, new_status: 'in-progress' })
+  t.equal(store.getStory('2a-1')?.status, 'in-progress')
+  append('command:start', { story_key: '2a-1', command: 'dev-story', task_id: 'implement' })
+  append('command:end', { story_key: '2a-1', command: 'dev-story', task_id: 'implement', status: 'success', metrics: { duration_ms: 5 } })
+  t.match(store.listCommands('2a-1'), [{ command: 'dev-story', status: 'success', metrics: { duration_ms: 5 } }])
+  store.upsertStory('2a-2', 'backlog', '2a')
+  t.same(store.listStories().map(s => s.key), ['2a-1', '2a-2'])
+  const task = store.createBackgroundTask('context-refresh')
+  store.updateBackgroundTask(task, 'done', 'ok')
+  t.match(store.listBackgroundTasks(), [{ id: task, status: 'done', details: 'ok' }])
+})
+
+t.test('appendEvents is all or nothing', async t => {
+  const { store } = await openStore(t)
+  const good = { type: 'error' as const, payload: { type: 'a', message: 'b' }, payloadJson: '{"type":"a","message":"b"}' }
+  t.throws(() => store.appendEvents([good, { ...good, payloadJson: null as unknown as string }], Date.now()))
+  t.equal(store.countEvents(), 0)
+  t.same(store.appendEvents([good, good], 1).map(r => r.id), [1, 2])
+})
+
+t.test('ids are never reused after deleting', async t => {
+  const { store, append } = await openStore(t)
+  for (let i = 0; i < 3; i++) append('error', { type: 'x', message: String(i) })
+  store.deleteEventsUpTo(3)
+  t.equal(store.getOldestEventId(), null)
+  t.equal(store.getLastEventId(), 3)
+  t.equal(append('error', { type: 'x', message: 'next' }).id, 4)
+})
