@@ -1,0 +1,194 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import path from 'node:path'
+import storePlugin from '../../src/plugins/store.ts'
+import eventsPlugin from '../../src/plugins/events.ts'
+import { resolveOptions } from '../../src/options.ts'
+import { connect, listen, tempDir, closed, validPayloads, TestClient } from '../helper.ts'
+import type { Envelope } from '../../src/events/schemas.ts'
+
+t.test('alone on a bare Fastify: decorates events, validates, stores, notifies', async t => {
+  const dir = await tempDir(t)
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const options = resolveOptions({ dbPath: path.join(dir, 'a.db') })
+  await app.register(storePlugin, options)
+  await app.register(eventsPlugin, options)
+  await app.ready()
+
+  t.equal(app.events.clientCount, 0)
+  t.equal(app.events.lastEventId, 0)
+  const seen: Envelope[] = []
+  const unsubscribe = app.events.onEvent(e => seen.push(e))
+  const envelope = app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
+  t.same(Object.keys(envelope).sort(), ['id', 'payload', 'timestamp', 'type'])
+  t.equal(envelope.id, 1)
+  t.ok(Math.abs(envelope.timestamp - Date.now()) < 5000, 'timestamp is ms since the epoch')
+  t.same(seen, [envelope])
+  unsubscribe()
+  app.events.emit('cycle:end', { cycle_number: 1, completed_stories: [] })
+  t.equal(seen.length, 1, 'unsubscribed listener is not called')
+  t.equal(app.sprintStore.getActiveBatch()?.cycles_completed, 1)
+})
+
+t.test('emit rejects an invalid event with code, status and every field path', async t => {
+  const { app } = await listen(t)
+  const error = (() => {
+    try {
+      app.events.emit('batch:start', { batch_id: 'x', max_cycles: 0, extra_field: 1 } as never)
+    } catch (err) {
+      return err as Error & { code: string, statusCode: number, details: Array<{ path: string }> }
+    }
+    throw new Error('emit did not throw')
+  })()
+  t.equal(error.code, 'SPRINT_INVALID_EVENT')
+  t.equal(error.statusCode, 400)
+  t.match(error.message, /batch:start/)
+  t.same(error.details.map(d => d.path).sort(), ['/payload/batch_id', '/payload/extra_field', '/payload/max_cycles'])
+  t.throws(() => app.events.emit('nope' as never, {} as never), { code: 'SPRINT_INVALID_EVENT', message: /Unknown event type "nope"/ })
+  t.equal(app.events.lastEventId, 0, 'nothing was stored')
+})
+
+t.test('emitMany is all or nothing and names the index', async t => {
+  const { app, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  t.throws(() => app.events.emitMany([
+    { type: 'error', payload: { type: 'a', message: 'b' } },
+    { type: 'batch:end', payload: { batch_id: 1, cycles_completed: 0, status: 'bogus' } }
+  ]), { details: [{ path: '/1/payload/status' }] })
+  t.equal(app.events.lastEventId, 0)
+  const stored = app.events.emitMany([
+    { type: 'error', payload: { type: 'a', message: 'b' } },
+    { type: 'error', payload: { type: 'c', message: 'd' } }
+  ])
+  t.same(stored.map(e => e.id), [1, 2])
+  const received = await client.take(2)
+  t.same(received.map(m => m.id), [1, 2], 'only the accepted batch was broadcast')
+  t.throws(() => app.events.emitMany(Array.from({ length: 1001 }, () => ({ type: 'error', payload: {} }))), { code: 'SPRINT_TOO_MANY_EVENTS' })
+})
+
+t.test('broadcast with no clients is a no-op', async t => {
+  const { app } = await listen(t)
+  t.doesNotThrow(() => app.events.broadcast({ id: 99, type: 'error', payload: { type: 'x', message: 'y' }, timestamp: 1 }))
+  t.equal(app.events.clientCount, 0)
+})
+
+t.test('one client receives emitted events as envelopes', async t => {
+  const { app, wsUrl } = await listen(t)
+  const { client, init } = await connect(t, wsUrl)
+  t.same(init, { type: 'init', payload: { batch: null, events: [], resumed: false, reset: false } })
+  t.equal(app.events.clientCount, 1)
+  const sent = app.events.emit('command:start', validPayloads['command:start'])
+  t.same(await client.next(), sent)
+})
+
+t.test('many clients all receive every event in the same order', async t => {
+  const { app, wsUrl } = await listen(t)
+  const clients = await Promise.all(Array.from({ length: 20 }, () => connect(t, wsUrl)))
+  const ids: number[] = []
+  for (let i = 0; i < 100; i++) {
+    ids.push(app.events.emit('command:progress', { ...validPayloads['command:progress'], message: `step ${i}` }).id)
+  }
+  for (const { client } of clients) {
+    const got = await client.take(100)
+    t.same(got.map(m => m.id), ids)
+  }
+})
+
+t.test('a client that closed mid-broadcast is removed, others still receive', async t => {
+  const { app, wsUrl } = await listen(t)
+  const a = await connect(t, wsUrl)
+  const b = await connect(t, wsUrl)
+  t.equal(app.events.clientCount, 2)
+  a.client.socket.terminate()
+  // The server may not have seen the close yet: the broadcast must not throw either way.
+  t.doesNotThrow(() => app.events.emit('error', { type: 'x', message: 'after close' }))
+  t.match(await b.client.next(), { type: 'error', payload: { message: 'after close' } })
+  while (app.events.clientCount !== 1) await new Promise(resolve => setImmediate(resolve))
+  t.equal(app.events.clientCount, 1)
+})
+
+t.test('init carries the active batch and the last 50 events, oldest first', async t => {
+  const { app, wsUrl } = await listen(t)
+  app.events.emit('batch:start', { batch_id: 4, max_cycles: 'all' })
+  for (let i = 0; i < 60; i++) app.events.emit('command:progress', { ...validPayloads['command:progress'], message: String(i) })
+  const { init } = await connect(t, wsUrl)
+  t.match(init.payload.batch, { id: 4, max_cycles: 'all', status: 'running' })
+  t.equal(init.payload.events.length, 50)
+  t.equal(init.payload.events[0].id, 12)
+  t.equal(init.payload.events[49].id, 61)
+  t.same(Object.keys(init.payload.events[0]).sort(), ['id', 'payload', 'timestamp', 'type'])
+})
+
+t.test('no event is lost or duplicated between init and the live stream', async t => {
+  const { app, wsUrl } = await listen(t)
+  let emitting = true
+  let emitted = 0
+  const pump = (): void => {
+    if (!emitting) return
+    for (let i = 0; i < 20; i++) { app.events.emit('error', { type: 'x', message: 'm' }); emitted++ }
+    setImmediate(pump)
+  }
+  pump()
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(t, `${wsUrl}?since=0`)))
+  emitting = false
+  const last = app.events.lastEventId
+  for (const { client, init } of clients) {
+    const ids: number[] = init.payload.events.map((e: Envelope) => e.id)
+    const firstLive = ids.length === 0 ? 1 : ids[ids.length - 1]! + 1
+    const live = await client.take(last - firstLive + 1)
+    const all = [...ids, ...live.map(m => m.id)]
+    t.same(all, Array.from({ length: last }, (_, i) => i + 1), 'every id exactly once, in order')
+  }
+  t.ok(emitted > 0)
+})
+
+t.test('batched clients get several events per frame, in order, with no duplicates', async t => {
+  const { app, wsUrl } = await listen(t)
+  const batched = await connect(t, `${wsUrl}?batch=1`)
+  const plain = await connect(t, wsUrl)
+  let frames = 0
+  batched.client.socket.on('message', () => frames++)
+  for (let i = 0; i < 50; i++) app.events.emit('error', { type: 'x', message: String(i) })
+  const got = await batched.client.take(50)
+  t.same(got.map(m => m.id), Array.from({ length: 50 }, (_, i) => i + 1))
+  t.ok(frames < 50, `50 events arrived in ${frames} frame(s)`)
+  t.same((await plain.client.take(50)).map(m => m.id), got.map(m => m.id))
+})
+
+t.test('heartbeat terminates a client that never answers pings', async t => {
+  const { app, wsUrl } = await listen(t, { heartbeatIntervalMs: 50, heartbeatTimeoutMs: 50 })
+  const healthy = await connect(t, wsUrl)
+  // autoPong off: this client never answers protocol pings.
+  const silent = new TestClient(wsUrl, { autoPong: false })
+  t.teardown(() => silent.socket.terminate())
+  await silent.next()
+  t.equal(app.events.clientCount, 2)
+  const { code } = await closed(silent.socket)
+  t.equal(code, 1006, 'terminated without a closing handshake')
+  t.equal(app.events.clientCount, 1)
+  t.equal(healthy.client.socket.readyState, healthy.client.socket.OPEN, 'the answering client stays')
+})
+
+t.test('a throwing onEvent listener stops neither the emitter nor the broadcast', async t => {
+  const { app, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  app.events.onEvent(() => { throw new Error('listener bug') })
+  const later: number[] = []
+  app.events.onEvent(e => later.push(e.id))
+  const sent = app.events.emit('error', { type: 'x', message: 'y' })
+  t.same(later, [sent.id])
+  t.equal((await client.next()).id, sent.id)
+})
+
+t.test('app.close() closes every client with 1001 and releases everything', async t => {
+  const { app, wsUrl } = await listen(t)
+  const clients = await Promise.all(Array.from({ length: 5 }, () => connect(t, wsUrl)))
+  const codes = Promise.all(clients.map(({ client }) => closed(client.socket)))
+  await app.close()
+  for (const { code, reason } of await codes) {
+    t.equal(code, 1001)
+    t.equal(reason, 'server shutting down')
+  }
+  t.equal(app.sprintStore.db.open, false, 'database closed')
+})
