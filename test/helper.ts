@@ -149,6 +149,15 @@ export async function refusedUpgrade (url: string, options?: ConstructorParamete
   })
 }
 
+/** Resolves once `condition()` holds, checking after every turn of the event loop; rejects after `timeoutMs`. */
+export async function waitFor (condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 1))
+  }
+}
+
 /** Valid payloads, one per event type, for tests that need "any valid event". */
 export const validPayloads = {
   'batch:start': { batch_id: 1, max_cycles: 2 },
