@@ -8,6 +8,9 @@ import wsRoutes from './routes/ws.ts'
 import dashboardFiles from './routes/dashboard-files.ts'
 import storyDescriptionsRoute from './routes/story-descriptions.ts'
 import healthRoute from './routes/health.ts'
+import sprintStatusRoute from './routes/sprint-status.ts'
+import ingestRoute from './routes/ingest.ts'
+import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import { resolveOptions, type SprintDashboardOptions } from './options.ts'
 import type { ErrorDetail } from './errors.ts'
 
@@ -55,9 +58,13 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(storyDescriptionsRoute, options)
       await readOnly.register(dashboardFiles, options)
       // integration: read-only routes of the orchestrator integration go here
+      await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir })
     })
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
+    // (they get only the options they read: a `prefix` key in register options would prefix them twice)
+    await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
+    if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir })
   }, { prefix: options.prefix })
 }
 

@@ -34,3 +34,17 @@ export const TooManyConnectionsError = createError<[number]>(
 export function withDetails<E extends Error> (error: E, details: ErrorDetail[]): E & { details: ErrorDetail[] } {
   return Object.assign(error, { details })
 }
+
+// Orchestrator integration (ingest route and sprint-status file).
+
+export const IngestUnauthorizedError = createError(
+  'SPRINT_INGEST_UNAUTHORIZED', 'POST /api/events needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
+
+export const IngestNotLoopbackError = createError<[string]>(
+  'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events are accepted only from this machine (loopback); %s is not a loopback address', 403)
+
+export const SprintStatusNotFoundError = createError<[string]>(
+  'SPRINT_STATUS_NOT_FOUND', 'sprint-status.yaml was not found in the artifacts directory (%s)', 404)
+
+export const SprintStatusInvalidError = createError<[string]>(
+  'SPRINT_STATUS_INVALID', '%s', 500)

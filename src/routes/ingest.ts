@@ -1,0 +1,153 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
+import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import {
+  IngestNotLoopbackError,
+  IngestUnauthorizedError,
+  InvalidEventError,
+  OriginNotAllowedError,
+  TooManyEventsError,
+  withDetails,
+  type ErrorDetail
+} from '../errors.ts'
+import { isOriginAllowed } from '../origin.ts'
+import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
+import type { ResolvedOptions } from '../options.ts'
+
+/** Largest request body `POST /api/events` reads; beyond it the answer is 413. */
+export const INGEST_BODY_LIMIT = 1024 * 1024
+
+export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
+  description: 'One event {type, payload} or an array of up to 1,000'
+})
+export type IngestBody = Static<typeof IngestBodySchema>
+
+export const IngestReplySchema = Type.Object({
+  events: Type.Array(EnvelopeSchema, { description: 'The stored envelopes, in the order sent' })
+})
+export type IngestReply = Static<typeof IngestReplySchema>
+
+/** The service's error shape (see the error handler in app.ts). */
+export const ErrorReplySchema = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.Optional(Type.String()),
+  error: Type.String(),
+  message: Type.String(),
+  details: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() })))
+})
+export type ErrorReply = Static<typeof ErrorReplySchema>
+
+export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
+
+/** 127.0.0.0/8 and ::1, also in their IPv4-mapped IPv6 form. */
+export function isLoopbackAddress (address: string | undefined): boolean {
+  if (address === undefined) return false
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
+  return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4)
+}
+
+/** Compares digests, so neither the token's content nor its length leaks through timing. */
+function tokenMatches (header: string | undefined, digest: Buffer): boolean {
+  const match = header === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header)
+  if (match === null) return false
+  return timingSafeEqual(createHash('sha256').update(match[1]!).digest(), digest)
+}
+
+/**
+ * Field paths for a body Fastify's schema check rejected, in the same form `emitMany` reports
+ * (`/3/payload/status`), so every 400 from this route reads the same.
+ */
+function describeBody (body: unknown): ErrorDetail[] {
+  const shapeOf = (item: unknown, prefix: string): ErrorDetail[] => {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) {
+      return [{ path: prefix, message: 'Expected an event object {"type": ..., "payload": {...}}' }]
+    }
+    const details: ErrorDetail[] = []
+    for (const key of Object.keys(item)) {
+      if (key !== 'type' && key !== 'payload') details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type" and "payload"' })
+    }
+    const { type, payload } = item as { type?: unknown, payload?: unknown }
+    return [...details, ...validateEvent(type, payload, prefix)]
+  }
+  if (Array.isArray(body)) return body.flatMap((item, index) => shapeOf(item, `/${index}`))
+  return shapeOf(body, '')
+}
+
+/**
+ * `POST /api/events`: events from orchestrators in other processes. One event or an array of up to
+ * 1,000; stored all-or-nothing and answered with their envelopes.
+ *
+ * Who may post: with `ingestToken`, anyone presenting it (remote emitters); without, only this machine
+ * (loopback peers) and, when a browser sends the request, only pages the WebSocket would also accept,
+ * so a web page open in the operator's browser cannot inject events. The route lives outside the
+ * permissive CORS scope and answers preflights itself, without `Access-Control-Allow-Origin`.
+ *
+ * A reverse proxy on the same machine makes every peer loopback: set `ingestToken` behind one.
+ *
+ * @example
+ * curl -X POST http://127.0.0.1:8080/api/events -H 'content-type: application/json' \
+ *   -d '{"type":"batch:start","payload":{"batch_id":1,"max_cycles":2}}'
+ */
+const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ingestRoute (fastify, options) {
+  const tokenDigest = options.ingestToken === undefined ? null : createHash('sha256').update(options.ingestToken).digest()
+
+  async function authorize (request: FastifyRequest): Promise<void> {
+    if (tokenDigest !== null) {
+      if (!tokenMatches(request.headers.authorization, tokenDigest)) throw new IngestUnauthorizedError()
+      return
+    }
+    const peer = request.raw.socket.remoteAddress
+    if (!isLoopbackAddress(peer)) throw new IngestNotLoopbackError(peer ?? 'unknown')
+    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+      throw new OriginNotAllowedError(request.headers.origin ?? '')
+    }
+  }
+
+  fastify.post('/api/events', {
+    bodyLimit: INGEST_BODY_LIMIT,
+    // Authorization runs before the body is read, so a refused request costs no parsing.
+    onRequest: authorize,
+    // The schema documents and checks the envelope; the handler turns a failure into field paths.
+    attachValidation: true,
+    schema: {
+      body: IngestBodySchema,
+      response: {
+        201: IngestReplySchema,
+        400: ErrorReplySchema,
+        401: ErrorReplySchema,
+        403: ErrorReplySchema,
+        413: ErrorReplySchema
+      }
+    }
+  }, async (request, reply) => {
+    const body: unknown = request.body
+    const inputs = Array.isArray(body) ? body as unknown[] : [body]
+    if (Array.isArray(body) && body.length > MAX_EVENTS_PER_CALL) throw new TooManyEventsError(MAX_EVENTS_PER_CALL, body.length)
+    if (request.validationError !== undefined) {
+      const details = describeBody(body)
+      if (details.length === 0) details.push({ path: '', message: request.validationError.message })
+      throw withDetails(new InvalidEventError(describeInvalidEvent(Array.isArray(body) ? `batch of ${inputs.length}` : (body as { type?: unknown })?.type, details)), details)
+    }
+    if (Array.isArray(body)) {
+      reply.code(201)
+      return { events: fastify.events.emitMany(body as EventInput[]) }
+    }
+    // A single event reports its paths without an index (`/payload/status`).
+    const { type, payload } = body as EventInput
+    const envelope = fastify.events.emit(type as EventTypeName, payload as never)
+    reply.code(201)
+    return { events: [envelope] }
+  })
+
+  // Without this route a preflight would reach @fastify/cors' catch-all OPTIONS route in the read-only
+  // scope and be answered with `Access-Control-Allow-Origin: *`. Answering it here, with no CORS
+  // headers, makes every browser refuse to send a cross-site POST.
+  fastify.options('/api/events', async (_request, reply) => {
+    await reply.code(204).header('allow', 'POST, OPTIONS').send()
+  })
+}
+
+export default ingestRoute
