@@ -28,7 +28,8 @@ export type { SprintDashboardOptions } from './options.ts'
  * app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
  */
 const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async function sprintDashboard (fastify, rawOptions) {
-  const options = resolveOptions(rawOptions)
+  // `prefix` is kept out of the options handed to child plugins: Fastify would apply it to each of them again.
+  const { prefix, ...options } = resolveOptions(rawOptions)
   await fastify.register(storePlugin, options)
   await fastify.register(eventsPlugin, options)
 
@@ -65,7 +66,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
     await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
     if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir })
-  }, { prefix: options.prefix })
+  }, { prefix })
 }
 
 export const sprintDashboard = fp(sprintDashboardPlugin, {

@@ -49,7 +49,7 @@ function badRequest (socket: WebSocket, message: string): void {
  * hands the socket to `fastify.events.connect` (init + live stream) and answers
  * the client's own messages (`ping`).
  */
-const wsRoutes: FastifyPluginAsync<ResolvedOptions> = async function wsRoutes (fastify, options) {
+const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'maxConnections'>> = async function wsRoutes (fastify, options) {
   // A host app that already registered @fastify/websocket keeps its settings
   // (our maxPayload and manual pong are then its to choose).
   if (!fastify.hasDecorator('websocketServer')) {
