@@ -41,7 +41,7 @@ export async function startServer (env: Record<string, string>, timeoutMs = 20_0
         resolve({ url: entry.dashboard.replace(/\/$/, ''), wsUrl: entry.websocket })
       }
     })
-    void exited.then(code => {
+    exited.then(code => {
       clearTimeout(timer)
       reject(new Error(`server exited (${code}) before it was ready; stderr: ${stderr}`))
     })

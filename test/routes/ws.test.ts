@@ -1,5 +1,4 @@
 import t from 'tap'
-import { WebSocket } from 'ws'
 import { connect, listen, closed, refusedUpgrade, waitFor, TestClient } from '../helper.ts'
 
 t.test('ping is answered with pong', async t => {
