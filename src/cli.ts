@@ -1,0 +1,341 @@
+/**
+ * Command-line way in for orchestrators that are not written in TypeScript:
+ *
+ *   tsx src/cli.ts emit <type> --json '<payload>'          post one event, print its id
+ *   tsx src/cli.ts emit --file events.ndjson                post many (`-` reads stdin)
+ *   tsx src/cli.ts log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
+ *   tsx src/cli.ts exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
+ *
+ * Every command takes `--url` (env SPRINT_URL, default http://127.0.0.1:8080) and `--token` (env SPRINT_INGEST_TOKEN).
+ */
+import { spawn } from 'node:child_process'
+import { createReadStream } from 'node:fs'
+import { createInterface } from 'node:readline'
+import type { Readable, Writable } from 'node:stream'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import {
+  createAgentStreamTranslator,
+  createProgressCoalescer,
+  exitCodeOf,
+  parseTaskLogLine,
+  taskLogEvents,
+  type AgentExit,
+  type BridgeEvent
+} from './agent-stream.ts'
+import { chunkEvents, createEventClient, createEventSender, EventClientError, type EventClient, type UncheckedEventInput } from './client.ts'
+
+export const DEFAULT_URL = 'http://127.0.0.1:8080'
+
+/** Exit code for a command line that could not be understood. */
+const USAGE_EXIT_CODE = 2
+
+const USAGE = `Usage:
+  cli.ts emit <type> --json '<payload>'      post one event and print its id
+  cli.ts emit --file <events.ndjson | ->      post one {"type","payload"} per line, print the ids
+  cli.ts log-csv                              read sprint-log CSV lines on stdin and post them as
+                                              command:start (status start) / command:end (other statuses)
+  cli.ts exec --story <key> --command <name> [--task-id <id>] -- <agent command> [args...]
+                                              run an agent with stream-json output and post its progress
+
+Options (every command):
+  --url <url>      service base URL (env SPRINT_URL, default ${DEFAULT_URL})
+  --token <token>  ingest token (env SPRINT_INGEST_TOKEN)
+`
+
+/** Where the CLI reads and writes; the process streams by default, replaced in tests and embedders. */
+export interface CliIo {
+  stdin: Readable
+  stdout: Writable
+  stderr: Writable
+  env: NodeJS.ProcessEnv
+}
+
+class UsageError extends Error {}
+
+const commonOptions = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' }
+} as const
+
+function clientFor (values: { url?: string | undefined, token?: string | undefined }, io: CliIo): EventClient {
+  const url = values.url ?? io.env.SPRINT_URL ?? DEFAULT_URL
+  try {
+    // eslint-disable-next-line no-new
+    new URL(url)
+  } catch {
+    throw new UsageError(`--url: not a URL: ${url}`)
+  }
+  return createEventClient({ url, token: values.token ?? io.env.SPRINT_INGEST_TOKEN })
+}
+
+function write (stream: Writable, text: string): void {
+  stream.write(text.endsWith('\n') ? text : text + '\n')
+}
+
+function describeError (error: unknown): string {
+  if (error instanceof EventClientError) return error.describe()
+  return error instanceof Error ? error.message : String(error)
+}
+
+async function readAll (stream: Readable): Promise<string> {
+  const parts: Buffer[] = []
+  for await (const chunk of stream) parts.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk as Buffer)
+  return Buffer.concat(parts).toString('utf8')
+}
+
+/** Reads `{type, payload}` lines; a line that is not such an object fails the whole file before anything is sent. */
+function parseEventLines (text: string, source: string): UncheckedEventInput[] {
+  const events: UncheckedEventInput[] = []
+  const lines = text.split('\n')
+  for (let index = 0; index < lines.length; index++) {
+    const line = lines[index]!.trim()
+    if (line === '') continue
+    let value: unknown
+    try {
+      value = JSON.parse(line)
+    } catch (error) {
+      throw new Error(`${source}:${index + 1}: not JSON (${(error as Error).message})`)
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { type?: unknown }).type !== 'string') {
+      throw new Error(`${source}:${index + 1}: expected an object {"type": "...", "payload": {...}}`)
+    }
+    const { type, payload } = value as { type: string, payload?: unknown }
+    events.push({ type, payload })
+  }
+  return events
+}
+
+async function emitCommand (args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { ...commonOptions, json: { type: 'string' }, file: { type: 'string' } }
+  })
+  if (values.help === true) {
+    write(io.stdout, USAGE)
+    return 0
+  }
+  let events: UncheckedEventInput[]
+  if (values.file !== undefined) {
+    if (positionals.length > 0 || values.json !== undefined) throw new UsageError('emit --file takes no event type and no --json')
+    const text = values.file === '-' ? await readAll(io.stdin) : await readAll(createReadStream(values.file))
+    events = parseEventLines(text, values.file === '-' ? 'stdin' : values.file)
+    if (events.length === 0) throw new Error(`${values.file}: no events`)
+  } else {
+    const [type, ...extra] = positionals
+    if (type === undefined) throw new UsageError('emit needs an event type (or --file)')
+    if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
+    if (values.json === undefined) throw new UsageError('emit <type> needs --json \'<payload>\'')
+    let payload: unknown
+    try {
+      payload = JSON.parse(values.json)
+    } catch (error) {
+      throw new Error(`--json: not JSON (${(error as Error).message})`)
+    }
+    events = [{ type, payload }]
+  }
+  const client = clientFor(values, io)
+  // Each request is all-or-nothing; a file of more than 1,000 events needs several.
+  for (const chunk of chunkEvents(events)) {
+    const envelopes = await client.emitUnchecked(chunk)
+    for (const envelope of envelopes) write(io.stdout, String(envelope.id))
+  }
+  return 0
+}
+
+async function logCsvCommand (args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: commonOptions })
+  if (values.help === true) {
+    write(io.stdout, USAGE)
+    return 0
+  }
+  if (positionals.length > 0) throw new UsageError(`log-csv reads stdin; unexpected arguments: ${positionals.join(' ')}`)
+  let failures = 0
+  const sender = createEventSender(clientFor(values, io), {
+    onError: (error) => {
+      failures++
+      write(io.stderr, `log-csv: ${describeError(error)}`)
+    }
+  })
+  let lineNumber = 0
+  // Lines are sent as they arrive, so `tail -f task-log.csv | cli.ts log-csv` streams.
+  for await (const line of createInterface({ input: io.stdin, crlfDelay: Infinity })) {
+    lineNumber++
+    if (line.trim() === '') continue
+    // A header row, as spreadsheet exports have, is not worth a warning.
+    if (lineNumber === 1 && /^\s*"?timestamp"?\s*,/i.test(line)) continue
+    const parsed = parseTaskLogLine(line)
+    if (!parsed.ok) {
+      write(io.stderr, `log-csv: line ${lineNumber} skipped: ${parsed.reason}`)
+      continue
+    }
+    sender.enqueue(...taskLogEvents(parsed.entry))
+  }
+  await sender.drain()
+  return failures > 0 ? 1 : 0
+}
+
+/** Options of `runExec`, the bridge behind `cli.ts exec`. */
+export interface ExecOptions {
+  client: EventClient
+  storyKey: string
+  command: string
+  taskId: string
+  /** The agent command and its arguments. */
+  argv: readonly string[]
+  /** Receives the agent's stdout unchanged, so `exec` can stand in for the agent command. */
+  stdout: Writable
+  stderr: Writable
+  /** Minimum spacing of progress events. Default 250 ms. */
+  progressIntervalMs?: number
+  env?: NodeJS.ProcessEnv
+}
+
+/**
+ * Runs an agent command, posts `command:start`, its progress (coalesced) and task-log phases, then
+ * `command:end` with the result's status and metrics. Resolves with the agent's exit code; a service
+ * that cannot be reached is reported on stderr but never changes the exit code.
+ */
+export async function runExec (options: ExecOptions): Promise<number> {
+  const { storyKey, command, taskId, stderr } = options
+  const ids = { story_key: storyKey, command, task_id: taskId }
+  const reported = new Set<string>()
+  const sender = createEventSender(options.client, {
+    onError: (error) => {
+      // One line per distinct failure: a down service would otherwise print once per request.
+      const text = describeError(error)
+      if (reported.has(text)) return
+      reported.add(text)
+      write(stderr, `exec: could not post events: ${text}`)
+    }
+  })
+  const coalescer = createProgressCoalescer({
+    emit: (event) => sender.enqueue(event),
+    ...(options.progressIntervalMs === undefined ? {} : { intervalMs: options.progressIntervalMs })
+  })
+  const translator = createAgentStreamTranslator({ storyKey, command, taskId })
+  const isOwnProgress = (event: BridgeEvent): boolean => event.type === 'command:progress' &&
+    event.payload.story_key === storyKey && event.payload.command === command && event.payload.task_id === taskId
+  const forward = (events: BridgeEvent[]): void => {
+    for (const event of events) {
+      if (isOwnProgress(event)) {
+        coalescer.push(event as Extract<BridgeEvent, { type: 'command:progress' }>)
+      } else {
+        // Task phases are never coalesced, and pending progress goes first so the order on the dashboard is the agent's.
+        coalescer.flush()
+        sender.enqueue(event)
+      }
+    }
+  }
+
+  sender.enqueue({ type: 'command:start', payload: ids })
+  const startedAt = performance.now()
+  const [file, ...args] = options.argv
+  const exit = await new Promise<AgentExit>((resolve) => {
+    const child = spawn(file!, args, { stdio: ['inherit', 'pipe', 'inherit'], env: options.env ?? process.env })
+    const forwardSignal = (signal: NodeJS.Signals): void => { child.kill(signal) }
+    process.on('SIGINT', forwardSignal)
+    process.on('SIGTERM', forwardSignal)
+    let settled = false
+    const settle = (result: AgentExit): void => {
+      if (settled) return
+      settled = true
+      process.off('SIGINT', forwardSignal)
+      process.off('SIGTERM', forwardSignal)
+      resolve({ ...result, durationMs: performance.now() - startedAt })
+    }
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      forward([{ type: 'command:progress', payload: { ...ids, message: `Could not start ${file}: ${error.message}` } }])
+      // The shell's codes: 127 command not found, 126 found but not runnable.
+      settle({ exitCode: error.code === 'ENOENT' ? 127 : 126 })
+    })
+    child.stdout.pipe(options.stdout, { end: false })
+    const lines = createInterface({ input: child.stdout, crlfDelay: Infinity })
+    lines.on('line', (line) => forward(translator.translateLine(line)))
+    // 'close' comes after stdout ended, so every line has been translated by then.
+    child.once('close', (exitCode, signal) => settle({ exitCode, signal }))
+  })
+
+  coalescer.flush()
+  sender.enqueue(translator.finish(exit))
+  await sender.drain()
+  if (translator.malformedLines > 0) {
+    write(stderr, `exec: skipped ${translator.malformedLines} malformed line(s) of agent output`)
+  }
+  return exitCodeOf(exit)
+}
+
+async function execCommand (args: string[], io: CliIo): Promise<number> {
+  // Everything after `--` belongs to the agent, including options that look like ours.
+  const separator = args.indexOf('--')
+  const own = separator === -1 ? args : args.slice(0, separator)
+  const agentArgv = separator === -1 ? [] : args.slice(separator + 1)
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: { ...commonOptions, story: { type: 'string' }, command: { type: 'string' }, 'task-id': { type: 'string' } }
+  })
+  if (values.help === true) {
+    write(io.stdout, USAGE)
+    return 0
+  }
+  if (positionals.length > 0) throw new UsageError(`exec: put the agent command after "--" (got ${positionals.join(' ')})`)
+  if (values.story === undefined || values.story === '') throw new UsageError('exec needs --story <key>')
+  if (values.command === undefined || values.command === '') throw new UsageError('exec needs --command <name>')
+  if (agentArgv.length === 0) throw new UsageError('exec needs the agent command after "--"')
+  return await runExec({
+    client: clientFor(values, io),
+    storyKey: values.story,
+    command: values.command,
+    taskId: values['task-id'] ?? values.command,
+    argv: agentArgv,
+    stdout: io.stdout,
+    stderr: io.stderr,
+    env: io.env
+  })
+}
+
+/**
+ * Runs the CLI with `argv` (without `node` and the script) and resolves with the exit code:
+ * 0 done, 1 rejected or unreachable (the service's message on stderr), 2 usage error;
+ * `exec` passes the agent's own exit code through.
+ *
+ * @example
+ * process.exitCode = await runCli(['emit', 'batch:start', '--json', '{"batch_id":1,"max_cycles":2}'])
+ */
+export async function runCli (argv: readonly string[], io: CliIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  const [command, ...args] = argv
+  try {
+    switch (command) {
+      case 'emit':
+        return await emitCommand(args, io)
+      case 'log-csv':
+        return await logCsvCommand(args, io)
+      case 'exec':
+        return await execCommand(args, io)
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        write(command === undefined ? io.stderr : io.stdout, USAGE)
+        return command === undefined ? USAGE_EXIT_CODE : 0
+      default:
+        throw new UsageError(`unknown command "${command}"`)
+    }
+  } catch (error) {
+    const usage = error instanceof UsageError || (error as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
+      (error as { code?: unknown }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || (error as { code?: unknown }).code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
+    write(io.stderr, `${command ?? 'cli'}: ${describeError(error)}`)
+    if (usage) {
+      write(io.stderr, USAGE)
+      return USAGE_EXIT_CODE
+    }
+    return 1
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.exitCode = await runCli(process.argv.slice(2))
+}
