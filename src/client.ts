@@ -255,7 +255,7 @@ export function createEventSender (client: EventClient, options: EventSenderOpti
 
     /** Resolves once everything enqueued so far was sent (or reported to `onError`). */
     async drain (): Promise<void> {
-      while (running !== null) await running
+      for (let current = running; current !== null; current = running) await current
     },
 
     get sent (): number { return sent },

@@ -113,12 +113,18 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
       return reading
     }
     reading = (async () => {
-      do {
+      for (;;) {
         readAgain = false
         await readOnce()
-      } while (readAgain && !stopped)
+        if (!readAgain || stopped) break
+      }
     })().finally(() => { reading = null })
     return reading
+  }
+
+  /** Last resort for a bug in `apply` (a handler that throws): logged, and the next change is read as usual. */
+  function reportFailure (error: unknown): void {
+    log.error({ err: error, file }, 'sprint status check failed')
   }
 
   function schedule (): void {
@@ -126,7 +132,7 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
     if (debounceTimer !== null) clearTimeout(debounceTimer)
     debounceTimer = setTimeout(() => {
       debounceTimer = null
-      void check()
+      check().catch(reportFailure)
     }, debounceMs)
   }
 
@@ -185,7 +191,7 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
       apply(text, true)
       if (stopped) return
       startWatching()
-      pollTimer = setInterval(() => { void poll() }, pollIntervalMs)
+      pollTimer = setInterval(() => { poll().catch(reportFailure) }, pollIntervalMs)
     },
 
     /** Releases the watcher and timers and waits for a read in flight, so nothing is emitted afterwards. */

@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import type {} from '../../src/plugins/events.ts'
 import { createEventClient } from '../../src/client.ts'
 
-export function inProcess (app: FastifyInstance): void {
+export function inProcess (app: FastifyInstance): unknown[] {
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 'all' })
   app.events.emit('story:status', { story_key: '1-1', old_status: null, new_status: 'done' })
@@ -33,15 +33,13 @@ export function inProcess (app: FastifyInstance): void {
   const oldStatus: string | null = envelope.payload.old_status
   // @ts-expect-error the envelope's payload type follows its event type
   const wrong: number = envelope.payload.new_status
-  void oldStatus
-  void wrong
+  return [oldStatus, wrong]
 }
 
-export async function overHttp (): Promise<void> {
+export async function overHttp (): Promise<unknown> {
   const client = createEventClient({ url: 'http://127.0.0.1:8080' })
   const envelope = await client.emit('cycle:start', { cycle_number: 1, story_keys: ['1-1'] })
   const keys: string[] = envelope.payload.story_keys
-  void keys
   await client.emitMany([
     { type: 'cycle:end', payload: { cycle_number: 1, completed_stories: [] } },
     { type: 'error', payload: { type: 'agent_crash', message: 'boom', context: { exit_code: 1 } } }
@@ -59,4 +57,5 @@ export async function overHttp (): Promise<void> {
   await client.emitMany([{ type: 'cycle:middle', payload: {} }])
   // Events of a type known only at run time go through emitUnchecked, validated by the service.
   await client.emitUnchecked([{ type: String(process.argv[2]), payload: {} }])
+  return keys
 }
