@@ -1,0 +1,219 @@
+import { performance } from 'node:perf_hooks'
+import { WebSocket } from 'ws'
+import { serveRequests } from './child-process.ts'
+import { createLatencyHistogram, encodeHistogram, MAX_LATENCY_US } from './latency-histogram.ts'
+
+/**
+ * One client process of the benchmark: holds many WebSocket connections to a
+ * server under test, ignores `init`, and for every `command:progress` it
+ * receives records latency = receipt time − emit time (the emitter puts its
+ * `performance.timeOrigin + performance.now()` in `payload.message`; both
+ * sides read the same system clock). It also checks that each connection
+ * sees consecutive ids: a gap is a lost event, a repeat is a duplicate.
+ */
+
+export interface ConnectRequest {
+  url: string
+  count: number
+  /** Handshakes in flight at once; a storm opens all of them together. */
+  concurrency: number
+}
+
+export interface ConnectResult {
+  opened: number
+  failed: number
+  errors: string[]
+  /** From the first connect call to the last `init` received. */
+  elapsedMs: number
+  /** CPU this client process spent meanwhile: the handshakes cost the client side too, on the same 2 cores. */
+  cpuUs: number
+}
+
+export interface ProgressResult {
+  delivered: number
+  open: number
+}
+
+export interface CollectResult {
+  histogram: string
+  delivered: number
+  gaps: number
+  duplicates: number
+  minPerConnection: number
+  maxPerConnection: number
+  open: number
+  closes: Record<string, number>
+  framesReceived: number
+  negativeLatencies: number
+  cpuUs: number
+}
+
+interface Connection {
+  socket: WebSocket
+  lastId: number
+  delivered: number
+}
+
+const connections = new Set<Connection>()
+const histogram = createLatencyHistogram()
+let delivered = 0
+let gaps = 0
+let duplicates = 0
+let frames = 0
+let negativeLatencies = 0
+let closes: Record<string, number> = {}
+let cpuAtReset = process.cpuUsage()
+
+function onFrame (connection: Connection, data: Buffer): void {
+  const receivedAt = performance.timeOrigin + performance.now()
+  frames++
+  const text = data.toString()
+  // Split every frame on "\n": with ?batch=1 one frame carries several NDJSON envelopes.
+  let start = 0
+  while (start < text.length) {
+    let end = text.indexOf('\n', start)
+    if (end === -1) end = text.length
+    if (end > start) onEnvelope(connection, text.slice(start, end), receivedAt)
+    start = end + 1
+  }
+}
+
+const ID_PREFIX = '{"id":'
+const PROGRESS_TYPE = ',"type":"command:progress",'
+const MESSAGE_KEY = '"message":"'
+
+/**
+ * With batching the server spends ~1.5 µs per event, less than a JSON.parse of
+ * the envelope costs here, so a parsing client would become the bottleneck and
+ * its queue would show up as server latency. Envelopes as both servers write
+ * them (`{"id":…,"type":…,"payload":{…},"timestamp":…}`) are read by position;
+ * anything else falls back to JSON.parse.
+ */
+function onEnvelope (connection: Connection, line: string, receivedAt: number): void {
+  let id: number
+  let emittedAt: number
+  const idEnd = line.indexOf(',', ID_PREFIX.length)
+  const messageStart = line.lastIndexOf(MESSAGE_KEY)
+  if (line.startsWith(ID_PREFIX) && idEnd !== -1 && line.startsWith(PROGRESS_TYPE, idEnd) && messageStart !== -1) {
+    id = Number(line.slice(ID_PREFIX.length, idEnd))
+    const valueStart = messageStart + MESSAGE_KEY.length
+    emittedAt = Number(line.slice(valueStart, line.indexOf('"', valueStart)))
+  } else {
+    const message = JSON.parse(line)
+    if (message.type !== 'command:progress' || typeof message.id !== 'number') return
+    id = message.id
+    emittedAt = Number(message.payload.message)
+  }
+  if (connection.lastId !== 0) {
+    if (id <= connection.lastId) duplicates++
+    else if (id !== connection.lastId + 1) gaps += id - connection.lastId - 1
+  }
+  connection.lastId = Math.max(connection.lastId, id)
+  connection.delivered++
+  delivered++
+  const latencyUs = Math.round((receivedAt - emittedAt) * 1000)
+  if (latencyUs < 0) negativeLatencies++
+  histogram.recordValue(Math.min(MAX_LATENCY_US, Math.max(1, latencyUs)))
+}
+
+/** Opens one connection and resolves once its `init` has arrived. */
+function openConnection (url: string): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    // The server is what we measure: skip UTF-8 validation and compression negotiation on the client side.
+    const socket = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: 30_000 })
+    const connection: Connection = { socket, lastId: 0, delivered: 0 }
+    socket.once('message', (data: Buffer) => {
+      const text = data.toString()
+      if (!text.startsWith('{"type":"init"')) {
+        socket.terminate()
+        reject(new Error(`first frame was not init: ${text.slice(0, 80)}`))
+        return
+      }
+      connections.add(connection)
+      socket.on('message', (frame: Buffer) => onFrame(connection, frame))
+      resolve(connection)
+    })
+    // Kept for the socket's whole life: an 'error' without a listener would crash the harness.
+    socket.on('error', reject)
+    socket.once('close', (code) => {
+      const key = String(code)
+      closes[key] = (closes[key] ?? 0) + 1
+      connections.delete(connection)
+      reject(new Error(`closed with ${code} before init`))
+    })
+  })
+}
+
+async function connect ({ url, count, concurrency }: ConnectRequest): Promise<ConnectResult> {
+  const started = performance.now()
+  const cpuBefore = process.cpuUsage()
+  let remaining = count
+  let opened = 0
+  const errors: string[] = []
+  const worker = async (): Promise<void> => {
+    while (remaining > 0) {
+      remaining--
+      try {
+        await openConnection(url)
+        opened++
+      } catch (error) {
+        errors.push(error instanceof Error ? error.message : String(error))
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
+  const cpu = process.cpuUsage(cpuBefore)
+  return { opened, failed: errors.length, errors: [...new Set(errors)].slice(0, 5), elapsedMs: performance.now() - started, cpuUs: cpu.user + cpu.system }
+}
+
+function reset (): void {
+  histogram.reset()
+  delivered = 0
+  gaps = 0
+  duplicates = 0
+  frames = 0
+  negativeLatencies = 0
+  closes = {}
+  cpuAtReset = process.cpuUsage()
+  for (const connection of connections) connection.delivered = 0
+}
+
+function collect (): CollectResult {
+  let min = Number.POSITIVE_INFINITY
+  let max = 0
+  for (const connection of connections) {
+    min = Math.min(min, connection.delivered)
+    max = Math.max(max, connection.delivered)
+  }
+  const cpu = process.cpuUsage(cpuAtReset)
+  return {
+    histogram: encodeHistogram(histogram),
+    delivered,
+    gaps,
+    duplicates,
+    minPerConnection: connections.size === 0 ? 0 : min,
+    maxPerConnection: max,
+    open: connections.size,
+    closes,
+    framesReceived: frames,
+    negativeLatencies,
+    cpuUs: cpu.user + cpu.system
+  }
+}
+
+async function closeAll (): Promise<void> {
+  const closed = [...connections].map(({ socket }) => new Promise<void>((resolve) => {
+    if (socket.readyState === WebSocket.CLOSED) return resolve()
+    socket.once('close', () => resolve())
+    socket.terminate()
+  }))
+  await Promise.all(closed)
+}
+
+serveRequests({
+  connect,
+  reset,
+  progress: (): ProgressResult => ({ delivered, open: connections.size }),
+  collect,
+  closeAll
+}, { role: 'clients' }, closeAll)
