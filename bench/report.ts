@@ -1,0 +1,151 @@
+import type { EmitCostResult } from './emit-cost.ts'
+import type { ServerKind, WindowResult } from './session.ts'
+
+/** The JSON the runner writes to bench/results/<timestamp>.json, and the tables it prints from it. */
+
+export interface ConnectionRow {
+  server: ServerKind
+  batch: boolean
+  clients: number
+  /** Handshakes in flight at once (all of them for the storm). */
+  concurrency: number
+  /** From the first connect to the last `init` received. */
+  connectMs: number
+  /** CPU the server and the client processes spent while connecting. */
+  connectServerCpuMs: number
+  connectClientCpuMs: number
+  rssBeforeMiB: number
+  rssAfterMiB: number
+  rssPerConnectionKiB: number
+  heapPerConnectionKiB: number
+  idleCpuPercent: number
+  idleEventLoopDelayMaxMs: number
+  heartbeatIntervalMs: number | undefined
+}
+
+export interface SearchResult {
+  server: ServerKind
+  batch: boolean
+  clients: number
+  seconds: number
+  /** Highest rate tried that kept p99 under the budget with no loss and ≥ 95 % of the target rate achieved; 0 if none did. */
+  maxRate: number
+  tried: Array<{ rate: number, p99: number, achieved: number, lost: number, pass: boolean }>
+}
+
+export interface BenchReport {
+  startedAt: string
+  durationS: number
+  command: string
+  machine: { cpus: number, model: string, memoryGiB: number, node: string, platform: string }
+  config: Record<string, unknown>
+  fdLimit: { wanted: number, got: number[] }
+  emitCost: EmitCostResult | undefined
+  connections: ConnectionRow[]
+  windows: WindowResult[]
+  searches: SearchResult[]
+  notes: string[]
+}
+
+const label = (row: { server: ServerKind, batch: boolean }): string => row.server + (row.batch ? '+batch' : '')
+
+function fixed (value: number, digits = 1): string {
+  if (!Number.isFinite(value)) return '–'
+  return value.toFixed(digits)
+}
+
+function table (header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]): string => '| ' + cells.map((c, i) => i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)).join(' | ') + ' |'
+  return [line(header), '|' + widths.map((w, i) => i === 0 ? ` ${'-'.repeat(w)} ` : ` ${'-'.repeat(w - 1)}: `).join('|') + '|', ...rows.map(line)].join('\n')
+}
+
+function mean (values: number[]): number {
+  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length
+}
+
+/** Matrix cells matched by (N, target rate), averaged over repeats; only windows of the matrix, not of the rate search. */
+function ratioRows (report: BenchReport): string[][] {
+  const matrixSeconds = report.config.seconds
+  const cells = report.windows.filter((w) => w.seconds === matrixSeconds)
+  const keys = [...new Set(cells.map((w) => `${w.clients}/${w.targetRate}`))]
+  const rows: string[][] = []
+  for (const key of keys) {
+    const at = cells.filter((w) => `${w.clients}/${w.targetRate}` === key)
+    const baseline = at.filter((w) => w.server === 'baseline')
+    if (baseline.length === 0) continue
+    const cpu = mean(baseline.map((w) => w.serverCpuUsPerDelivered))
+    const p99 = mean(baseline.map((w) => w.latencyMs.p99))
+    const of = (batch: boolean): [string, string] => {
+      const service = at.filter((w) => w.server === 'service' && w.batch === batch)
+      if (service.length === 0) return ['–', '–']
+      return [fixed(mean(service.map((w) => w.serverCpuUsPerDelivered)) / cpu, 2), fixed(mean(service.map((w) => w.latencyMs.p99)) / p99, 2)]
+    }
+    const [first] = at
+    rows.push([String(first?.clients), String(first?.targetRate), ...of(false), ...of(true)])
+  }
+  return rows
+}
+
+export function formatReport (report: BenchReport): string {
+  const out: string[] = []
+  out.push(`sprint-dashboard fan-out benchmark — ${report.startedAt}, ${report.machine.cpus} × ${report.machine.model}, Node ${report.machine.node}`)
+  out.push(`command: ${report.command} (${report.durationS.toFixed(0)} s)`)
+  const limits = report.fdLimit.got
+  const low = limits.filter((l) => l < report.fdLimit.wanted)
+  out.push(low.length === 0
+    ? `fd limit: raised to ${report.fdLimit.wanted} in every child`
+    : `fd limit: could not raise to ${report.fdLimit.wanted} (hard limit); children run with ${[...new Set(limits)].join(', ')}`)
+  if (report.emitCost !== undefined) {
+    const e = report.emitCost
+    out.push(`emit with no clients (validate + SQLite append, in-process): ${fixed(e.usPerEvent, 2)} µs/event over ${e.events} events (p99 of 1,000-event slices ${fixed(e.sliceP99UsPerEvent, 2)} µs/event)`)
+  }
+
+  out.push('', 'Fan-out (latency = emit → receipt in the client process; CPU µs/msg = server user+system over the window ÷ messages delivered;',
+    'CPU % are of one core; other load = CPU used by anything else on the machine during the window)', '')
+  out.push(table(
+    ['server', 'N', 'ev/s target', 'ev/s achieved', 'delivered', 'lost', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU µs/msg', 'server CPU %', 'client CPU %', 'other load %', 'peak RSS MiB', 'ev/frame'],
+    report.windows.map((w) => [
+      label(w), String(w.clients), String(w.targetRate), fixed(w.achievedRate), String(w.delivered),
+      String(w.lost + w.gaps + w.duplicates), fixed(w.latencyMs.p50, 2), fixed(w.latencyMs.p99, 2), fixed(w.latencyMs.p999, 2),
+      fixed(w.latencyMs.max, 2), fixed(w.serverCpuUsPerDelivered, 2), fixed(w.serverCpuPercent, 0), fixed(w.clientCpuPercent, 0),
+      fixed(w.otherLoadPercent ?? Number.NaN, 0), fixed(w.serverRssPeakMiB, 0), fixed(w.eventsPerFrame, 2)
+    ])
+  ))
+
+  const ratios = ratioRows(report)
+  if (ratios.length > 0) {
+    out.push('', 'Ratios against the baseline of the same run (target: CPU ≤ 1.1, p99 ≤ 1.2)', '')
+    out.push(table(['N', 'ev/s', 'service CPU ×', 'service p99 ×', 'service+batch CPU ×', 'service+batch p99 ×'], ratios))
+  }
+
+  if (report.connections.length > 0) {
+    out.push('', 'Connections (RSS after − before, with GC, ÷ N; idle = a hold with no events)', '')
+    out.push(table(
+      ['server', 'N', 'in flight', 'connect+init ms', 'server CPU ms', 'client CPU ms', 'RSS KiB/conn', 'heap KiB/conn', 'idle CPU %', 'idle loop delay max ms', 'heartbeat'],
+      report.connections.map((c) => [
+        label(c), String(c.clients), String(c.concurrency), fixed(c.connectMs, 0), fixed(c.connectServerCpuMs, 0), fixed(c.connectClientCpuMs, 0), fixed(c.rssPerConnectionKiB), fixed(c.heapPerConnectionKiB),
+        fixed(c.idleCpuPercent), fixed(c.idleEventLoopDelayMaxMs), c.heartbeatIntervalMs === undefined ? 'default' : `${c.heartbeatIntervalMs} ms`
+      ])
+    ))
+  }
+
+  if (report.searches.length > 0) {
+    out.push('', 'Highest rate with p99 < 500 ms, no loss, ≥ 95 % of target achieved', '')
+    out.push(table(
+      ['server', 'N', 'max ev/s', 'tried (rate: p99 ms, achieved)'],
+      report.searches.map((s) => [label(s), String(s.clients), String(s.maxRate),
+        s.tried.map((t) => `${t.rate}: ${fixed(t.p99, 0)} ms, ${fixed(t.achieved)}${t.lost > 0 ? `, lost ${t.lost}` : ''}${t.pass ? '' : ' ✗'}`).join('; ')])
+    ))
+    const baseline = report.searches.find((s) => s.server === 'baseline')
+    for (const s of report.searches.filter((s) => s.server === 'service')) {
+      if (baseline !== undefined && baseline.maxRate > 0) out.push(`${label(s)} / baseline: ${fixed(s.maxRate / baseline.maxRate, 2)}×`)
+    }
+  }
+  const loaded = report.windows.filter((w) => (w.otherLoadPercent ?? 0) > 25)
+  if (loaded.length > 0) {
+    out.push('', `warning: ${loaded.length} of ${report.windows.length} windows ran while other processes used more than 25 % of a core; compare A/B pairs, not absolute numbers`)
+  }
+  if (report.notes.length > 0) out.push('', ...report.notes.map((n) => `note: ${n}`))
+  return out.join('\n')
+}

@@ -1,0 +1,284 @@
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { spawnBenchChild, WANTED_FD_LIMIT } from './child-process.ts'
+import { openSession, type ServerKind, type Session, type WindowResult } from './session.ts'
+import { formatReport, type BenchReport, type ConnectionRow, type SearchResult } from './report.ts'
+import type { EmitCostResult } from './emit-cost.ts'
+import type { MeasureResult } from './server-control.ts'
+
+/**
+ * `npm run bench` — the fan-out benchmark of issue 6: the real service against
+ * a bare `ws` baseline, same client harness, one after the other (A/B),
+ * loopback only, every step bounded in time. See bench/README.md.
+ */
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    seconds: { type: 'string' },
+    clients: { type: 'string' },
+    rates: { type: 'string' },
+    repeat: { type: 'string' },
+    'client-procs': { type: 'string' },
+    servers: { type: 'string' },
+    'no-search': { type: 'boolean', default: false },
+    'no-batch': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false }
+  }
+})
+
+if (flags.help) {
+  console.log(`usage: npm run bench -- [--quick] [--seconds S] [--clients 100,1000] [--rates 20,200]
+       [--repeat K] [--client-procs 1|2] [--servers service,baseline] [--no-batch] [--no-search] [--profile]`)
+  process.exit(0)
+}
+
+const quick = flags.quick
+const list = (value: string | undefined, fallback: number[]): number[] => value === undefined ? fallback : value.split(',').map(Number)
+const config = {
+  quick,
+  seconds: Number(flags.seconds ?? (quick ? 2 : 10)),
+  clients: list(flags.clients, quick ? [100, 1000] : [100, 1000, 5000, 10000]),
+  rates: list(flags.rates, [20, 200]),
+  repeat: Number(flags.repeat ?? 1),
+  clientProcesses: Number(flags['client-procs'] ?? 1),
+  servers: (flags.servers ?? 'service,baseline').split(',') as ServerKind[],
+  batch: !flags['no-batch'],
+  search: !flags['no-search'],
+  /** The search at 10,000 clients: rates tried (doubling, then bisecting) and window length. */
+  searchClients: 10_000,
+  searchSteps: quick ? 3 : 7,
+  searchSeconds: quick ? 2 : 10,
+  searchMinEvents: quick ? 4 : 20,
+  /** Idle hold after connecting (CPU and loop delay with no events); the service's heartbeat session holds longer. */
+  idleHoldMs: quick ? 0 : 2000,
+  idleClients: 10_000,
+  stormClients: 1_000,
+  emitCostEvents: 100_000,
+  /** The seed's budget from event to every dashboard. */
+  latencyBudgetMs: 500
+}
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+const resultsDir = fileURLToPath(new URL('./results/', import.meta.url))
+const profileDir = path.join(resultsDir, `profiles-${stamp}`)
+let sessionCount = 0
+/** With --profile every process writes a .cpuprofile under profiles-<stamp>/<n>-<variant>-<N>/{server,clients}/. */
+function profileArgs (name: string, role: 'server' | 'clients' | 'emit-cost'): string[] {
+  return flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profileDir, name, role)}`] : []
+}
+
+/** The variants measured for each N, in this order (A/B alternating per N). */
+function variants (): Array<{ server: ServerKind, batch: boolean }> {
+  const out: Array<{ server: ServerKind, batch: boolean }> = []
+  for (const server of config.servers) {
+    out.push({ server, batch: false })
+    if (server === 'service' && config.batch) out.push({ server, batch: true })
+  }
+  return out
+}
+
+function log (line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
+}
+
+const windows: WindowResult[] = []
+const connections: ConnectionRow[] = []
+const searches: SearchResult[] = []
+const notes: string[] = []
+const fdLimits = new Set<number>()
+let emitCost: EmitCostResult | undefined
+
+function describe (w: WindowResult): string {
+  return `${w.server}${w.batch ? '+batch' : ''} N=${w.clients} R=${w.targetRate}: ${w.achievedRate.toFixed(1)} ev/s, ` +
+    `${w.delivered}/${w.expected} delivered, p99 ${w.latencyMs.p99.toFixed(1)} ms, ${w.serverCpuUsPerDelivered.toFixed(2)} µs/msg`
+}
+
+/** Opens a session, measures connecting (storm, idle RSS) and returns it with all clients in. */
+async function openMeasuredSession (server: ServerKind, batch: boolean, clients: number, serverEnv: NodeJS.ProcessEnv = {}, idleHoldMs = config.idleHoldMs): Promise<Session> {
+  const name = `${String(++sessionCount).padStart(2, '0')}-${server}${batch ? '-batch' : ''}-${clients}`
+  const session = await openSession({
+    server,
+    batch,
+    clients,
+    clientProcesses: config.clientProcesses,
+    serverNodeArgs: profileArgs(name, 'server'),
+    clientNodeArgs: profileArgs(name, 'clients'),
+    serverEnv
+  })
+  for (const limit of session.fdLimits) fdLimits.add(limit)
+  try {
+    // Warm the server's connect path (JIT, lazily loaded modules) so the storm measures steady state, not start-up.
+    await session.connect(10, 10)
+    await session.closeClients()
+    const before = await session.serverMemory()
+    // Up to 1,000 at once is the connection storm; beyond that, 500 handshakes in flight keep the accept queue from overflowing.
+    const concurrency = clients <= config.stormClients ? clients : 500
+    await session.server.request('measureStart')
+    const connected = await session.connect(clients, concurrency)
+    const serverDuringConnect = await session.server.request<MeasureResult>('measureStop')
+    if (connected.failed > 0) throw new Error(`${connected.failed} of ${clients} clients failed to connect to ${server}: ${connected.errors.join('; ')}`)
+    const after = await session.serverMemory()
+    const idle = idleHoldMs > 0 ? await session.holdIdle(idleHoldMs) : undefined
+    connections.push({
+      server,
+      batch,
+      clients,
+      concurrency,
+      connectMs: connected.elapsedMs,
+      connectServerCpuMs: (serverDuringConnect.cpuUserUs + serverDuringConnect.cpuSystemUs) / 1000,
+      connectClientCpuMs: connected.cpuUs / 1000,
+      rssBeforeMiB: before.rssBytes / 2 ** 20,
+      rssAfterMiB: after.rssBytes / 2 ** 20,
+      rssPerConnectionKiB: (after.rssBytes - before.rssBytes) / 1024 / clients,
+      heapPerConnectionKiB: (after.heapUsedBytes - before.heapUsedBytes) / 1024 / clients,
+      idleCpuPercent: idle === undefined ? Number.NaN : 100 * (idle.cpuUserUs + idle.cpuSystemUs) / 1000 / idle.elapsedMs,
+      idleEventLoopDelayMaxMs: idle?.eventLoopDelayMaxMs ?? Number.NaN,
+      heartbeatIntervalMs: serverEnv.BENCH_HEARTBEAT_INTERVAL_MS === undefined ? undefined : Number(serverEnv.BENCH_HEARTBEAT_INTERVAL_MS)
+    })
+    // One unmeasured second of events first, so the first window does not pay for JIT warm-up of the send path.
+    await session.measure({ rate: Math.min(20, Math.max(1, Math.round(20_000 / clients))), seconds: quick ? 0.5 : 1 })
+    log(`${server}${batch ? '+batch' : ''}: ${clients} clients in ${connected.elapsedMs.toFixed(0)} ms, ` +
+      `${((after.rssBytes - before.rssBytes) / 1024 / clients).toFixed(1)} KiB RSS each`)
+    return session
+  } catch (error) {
+    await session.close()
+    throw error
+  }
+}
+
+/** Reconnects clients a previous window lost (e.g. closed as slow consumers), so every window starts with N. */
+async function topUp (session: Session): Promise<void> {
+  const open = await session.open()
+  if (open < session.options.clients) {
+    notes.push(`${session.options.server}${session.options.batch ? '+batch' : ''} N=${session.options.clients}: reconnected ${session.options.clients - open} clients between windows`)
+    await session.connect(session.options.clients - open, 500)
+  }
+}
+
+async function measure (session: Session, rate: number, seconds: number): Promise<WindowResult> {
+  await topUp(session)
+  const result = await session.measure({ rate, seconds, drainTimeoutMs: Math.max(10_000, seconds * 1000) })
+  windows.push(result)
+  log(describe(result))
+  return result
+}
+
+function passes (w: WindowResult): boolean {
+  return w.lost === 0 && w.gaps === 0 && w.duplicates === 0 && w.latencyMs.p99 < config.latencyBudgetMs && w.achievedRate >= 0.95 * w.targetRate
+}
+
+/**
+ * The highest rate that keeps p99 under the budget with no loss: double (or halve) from 2 ev/s until the
+ * verdict flips, then bisect. Each trial lasts long enough for a few events even at a fraction of 1 ev/s.
+ */
+async function searchRate (session: Session): Promise<SearchResult> {
+  const tried: SearchResult['tried'] = []
+  const trial = async (rate: number): Promise<boolean> => {
+    const w = await measure(session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate))
+    const pass = passes(w)
+    tried.push({ rate, p99: w.latencyMs.p99, achieved: w.achievedRate, lost: w.lost, pass })
+    return pass
+  }
+  const roundRate = (rate: number): number => Number(rate.toPrecision(2))
+  let low = 0
+  let high = Number.POSITIVE_INFINITY
+  let rate = 2
+  for (let step = 0; step < config.searchSteps; step++) {
+    if (await trial(rate)) low = rate
+    else high = rate
+    if (!Number.isFinite(high)) rate *= 2
+    else if (low === 0) rate /= 2
+    else rate = roundRate((low + high) / 2)
+    if (rate < 0.25 || (low > 0 && Number.isFinite(high) && (high - low) / high < 0.15) || rate === low || rate === high) break
+  }
+  return { server: session.options.server, batch: session.options.batch, clients: session.options.clients, seconds: config.searchSeconds, maxRate: low, tried }
+}
+
+async function measureEmitCost (): Promise<EmitCostResult> {
+  const child = await spawnBenchChild('./emit-cost.ts', [], { nodeArgs: ['--expose-gc', ...profileArgs('00-emit-cost', 'emit-cost')] })
+  try {
+    return await child.request<EmitCostResult>('measure', { events: config.emitCostEvents }, 300_000)
+  } finally {
+    await child.close()
+  }
+}
+
+async function main (): Promise<void> {
+  const startedAt = new Date()
+  log(`${quick ? 'quick' : 'full'} run: N ∈ {${config.clients.join(', ')}} × R ∈ {${config.rates.join(', ')}}, ${config.seconds} s windows, ` +
+    `${config.clientProcesses} client process(es), ${cpus().length} cores`)
+
+  if (config.servers.includes('service')) {
+    emitCost = await measureEmitCost()
+    log(`emit with no clients: ${emitCost.usPerEvent.toFixed(2)} µs/event over ${emitCost.events} events`)
+  }
+
+  const needsSearch = (server: ServerKind, batch: boolean): boolean =>
+    config.search && ((server === 'baseline') || (server === 'service' && (batch || !config.batch)))
+
+  for (const clients of config.clients) {
+    for (let round = 0; round < config.repeat; round++) {
+      for (const { server, batch } of variants()) {
+        const session = await openMeasuredSession(server, batch, clients)
+        try {
+          for (const rate of config.rates) await measure(session, rate, config.seconds)
+          if (clients === config.searchClients && needsSearch(server, batch) && round === 0) {
+            searches.push(await searchRate(session))
+          }
+        } finally {
+          await session.close()
+        }
+      }
+    }
+  }
+
+  // The quick run has no 10,000-client cells in its matrix, so its rate search gets sessions of its own.
+  if (config.search && !config.clients.includes(config.searchClients)) {
+    for (const { server, batch } of variants()) {
+      if (!needsSearch(server, batch)) continue
+      const session = await openMeasuredSession(server, batch, config.searchClients)
+      try {
+        searches.push(await searchRate(session))
+      } finally {
+        await session.close()
+      }
+    }
+  }
+
+  // 10,000 idle connections with a 1 s heartbeat on the service: the idle hold then spans three ticks,
+  // and its loop delay shows how long one tick over every socket holds up everything else.
+  if (!quick && config.servers.includes('service')) {
+    const session = await openMeasuredSession('service', config.batch, config.idleClients, { BENCH_HEARTBEAT_INTERVAL_MS: '1000' }, 3500)
+    await session.close()
+  }
+
+  const report: BenchReport = {
+    startedAt: startedAt.toISOString(),
+    durationS: (Date.now() - startedAt.getTime()) / 1000,
+    command: `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('')}`,
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', memoryGiB: totalmem() / 2 ** 30, node: process.version, platform: process.platform },
+    config,
+    fdLimit: { wanted: WANTED_FD_LIMIT, got: [...fdLimits] },
+    emitCost,
+    connections,
+    windows,
+    searches,
+    notes
+  }
+  mkdirSync(resultsDir, { recursive: true })
+  const file = path.join(resultsDir, `${stamp}.json`)
+  writeFileSync(file, JSON.stringify(report, null, 2) + '\n')
+  console.log(formatReport(report))
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}`)
+  if (flags.profile) console.log(`profiles: ${path.relative(process.cwd(), profileDir)}`)
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exitCode = 1
+})

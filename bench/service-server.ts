@@ -1,0 +1,37 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import Fastify from 'fastify'
+import sprintDashboard from '../src/app.ts'
+import { controlServer, LISTEN_BACKLOG } from './server-control.ts'
+
+/**
+ * The service under test: the real plugin on a fresh Fastify with a real
+ * SQLite file in a temp dir, listening on loopback. Events go through
+ * `app.events.emit`, so every one is validated, appended and broadcast.
+ */
+
+const dir = mkdtempSync(path.join(tmpdir(), 'sprint-bench-'))
+const heartbeatIntervalMs = process.env.BENCH_HEARTBEAT_INTERVAL_MS === undefined ? undefined : Number(process.env.BENCH_HEARTBEAT_INTERVAL_MS)
+
+const app = Fastify({ logger: false })
+await app.register(sprintDashboard, {
+  dbPath: path.join(dir, 'bench.db'),
+  artifactsDir: dir,
+  // Room above 10,000 for the warm-up sockets that may still be closing when the measured clients connect.
+  maxConnections: 11_000,
+  ...(heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs })
+})
+await app.listen({ host: '127.0.0.1', port: 0, backlog: LISTEN_BACKLOG })
+const address = app.server.address()
+if (address === null || typeof address === 'string') throw new Error('service has no TCP address')
+
+controlServer({
+  port: address.port,
+  emitProgress: (payload) => { app.events.emit('command:progress', payload) },
+  clientCount: () => app.events.clientCount,
+  async close () {
+    await app.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}, { server: 'service' })
