@@ -1,0 +1,55 @@
+import { test } from 'tap'
+import { openConnectedSession, type ServerKind } from '../bench/session.ts'
+import { formatReport, type BenchReport } from '../bench/report.ts'
+
+// A smoke test of the fan-out benchmark (`npm run bench`): the harness runs
+// for a moment with a few clients against each server and must account for
+// every event. It checks that the numbers exist and add up, never how fast
+// they are: timing belongs to the benchmark's output, not to a test.
+
+const variants: Array<{ server: ServerKind, batch: boolean }> = [
+  { server: 'baseline', batch: false },
+  { server: 'service', batch: false },
+  { server: 'service', batch: true }
+]
+
+for (const { server, batch } of variants) {
+  test(`bench harness against the ${server}${batch ? ' with ?batch=1' : ''}`, async (t) => {
+    const clients = 5
+    const session = await openConnectedSession({ server, batch, clients, connectConcurrency: clients })
+    t.teardown(() => session.close())
+
+    const window = await session.measure({ rate: 200, seconds: 0.5 })
+    t.equal(window.clients, clients, 'every client was connected when the window started')
+    t.ok(window.emitted > 0, 'the emitter emitted')
+    t.equal(window.expected, window.emitted * clients)
+    t.equal(window.delivered, window.expected, 'every event reached every client')
+    t.equal(window.lost, 0)
+    t.equal(window.gaps, 0, 'ids are consecutive on every connection')
+    t.equal(window.duplicates, 0)
+    t.same(window.closes, {}, 'no client was closed')
+    for (const key of ['p50', 'p99', 'p999', 'max'] as const) {
+      t.ok(Number.isFinite(window.latencyMs[key]) && window.latencyMs[key] > 0, `latency ${key} is a positive number`)
+    }
+    t.ok(window.latencyMs.p50 <= window.latencyMs.p99 && window.latencyMs.p99 <= window.latencyMs.max, 'percentiles are ordered')
+    t.ok(window.serverCpuUsPerDelivered > 0, 'server CPU per message is measured')
+    t.ok(window.serverRssPeakMiB > 0, 'server RSS is measured')
+    t.ok(window.eventsPerFrame >= 1, 'every frame carries at least one event')
+    if (!batch) t.equal(window.eventsPerFrame, 1, 'plain clients get one event per frame')
+
+    const report: BenchReport = {
+      startedAt: new Date().toISOString(),
+      durationS: 1,
+      command: 'test',
+      machine: { cpus: 2, model: 'test', memoryGiB: 1, node: process.version, platform: process.platform },
+      config: { seconds: 0.5 },
+      fdLimit: { wanted: 65536, got: session.fdLimits },
+      emitCost: undefined,
+      connections: [],
+      windows: [window],
+      searches: [],
+      notes: []
+    }
+    t.match(formatReport(report), new RegExp(`\\| ${server}${batch ? '\\+batch' : ''} +\\| +${clients} \\|`), 'the table has a row for the window')
+  })
+}
