@@ -64,16 +64,18 @@ function parseSince (raw: string): { since: number } | { error: string } {
  * WebSocket client, and keeps the client set healthy (heartbeat, slow
  * consumers, shutdown). Decorated as `fastify.events`.
  *
- * Ordering: `emit` is synchronous from validation to the last socket write, so
- * events reach every socket in id order, and a client added by `connect` in
- * one tick sees exactly the events after its snapshot.
+ * Ordering and durability: `emit` validates, appends (ids in call order) and
+ * returns synchronously; the events of one event-loop turn are committed in one
+ * transaction at the end of the turn and only then written to the sockets, in
+ * id order. `connect` commits and sends what is pending before it takes its
+ * snapshot, so a new client sees exactly the events after its snapshot.
  */
 export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger) {
   const clients = new Set<Client>()
   const listeners = new Set<EventListener>()
-  /** Envelopes (as JSON) waiting for the next flush to batched clients. */
-  let pending: string[] = []
-  let flushScheduled: NodeJS.Immediate | null = null
+  /** Envelopes (as JSON) stored in this turn's open transaction; sent to sockets once it commits. */
+  let uncommitted: string[] = []
+  let commitScheduled: NodeJS.Immediate | null = null
   let batchedCount = 0
   const slowCloseTimers = new Set<NodeJS.Timeout>()
 
@@ -123,23 +125,36 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }
   }
 
-  function flush (): void {
-    flushScheduled = null
-    if (pending.length === 0) return
-    const frame = Buffer.from(pending.join('\n'))
-    pending = []
-    sendToAll(frame, true)
+  /** Sends events to every client: plain clients one frame per event, batched clients all of them in one frame. */
+  function fanOut (jsons: readonly string[]): void {
+    if (clients.size === 0 || jsons.length === 0) return
+    if (batchedCount < clients.size) {
+      for (const json of jsons) sendToAll(Buffer.from(json), batchedCount === 0 ? null : false)
+    }
+    if (batchedCount > 0) sendToAll(Buffer.from(jsons.join('\n')), true)
   }
 
-  function fanOut (json: string): void {
-    if (clients.size === 0) return
-    if (batchedCount < clients.size) sendToAll(Buffer.from(json), batchedCount === 0 ? null : false)
-    if (batchedCount > 0) {
-      // Batched clients get every event pending at the next turn of the loop in
-      // one frame: one write per client per burst instead of per event.
-      pending.push(json)
-      flushScheduled ??= setImmediate(flush)
+  /**
+   * Commits the turn's transaction, then sends its events. Sockets never see an
+   * event before it is durable, so a client's last id always survives a crash.
+   */
+  function commitAndPublish (): void {
+    if (commitScheduled !== null) {
+      clearImmediate(commitScheduled)
+      commitScheduled = null
     }
+    const jsons = uncommitted
+    uncommitted = []
+    try {
+      store.commit()
+    } catch (err) {
+      // Rolled back: these events are gone, and no client or caller was told they exist beyond the
+      // envelope emit() returned in this same turn.
+      log.error({ err, lost: jsons.length }, 'committing events failed')
+      if (store.db.inTransaction) store.db.exec('ROLLBACK')
+      return
+    }
+    fanOut(jsons)
   }
 
   function notify (envelope: Envelope): void {
@@ -153,12 +168,6 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }
   }
 
-  function publish (row: EventRow, envelope: Envelope): void {
-    fanOut(envelopeJson(row))
-    notify(envelope)
-    schedulePrune(row.id)
-  }
-
   function invalid (type: unknown, details: ErrorDetail[]): Error {
     return withDetails(new InvalidEventError(describeInvalidEvent(type, details)), details)
   }
@@ -168,8 +177,10 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
   let pruneTimer: NodeJS.Immediate | null = null
   const PRUNE_EVERY = Math.max(1, Math.min(1000, Math.floor(options.retainEvents / 10)))
   const PRUNE_CHUNK = 5000
+  let pruneCheckedAt = 0
   function schedulePrune (lastId: number): void {
-    if (pruneScheduled || lastId % PRUNE_EVERY !== 0) return
+    if (pruneScheduled || lastId - pruneCheckedAt < PRUNE_EVERY) return
+    pruneCheckedAt = lastId
     pruneScheduled = true
     const step = (): void => {
       const oldest = store.getOldestEventId()
@@ -246,9 +257,13 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     emit<T extends EventTypeName> (type: T, payload: EventPayload<T>): Envelope<T> {
       const details = validateEvent(type, payload)
       if (details.length > 0) throw invalid(type, details)
+      store.begin()
+      commitScheduled ??= setImmediate(commitAndPublish)
       const row = store.appendEvent(type, payload, JSON.stringify(payload), Date.now())
+      uncommitted.push(envelopeJson(row))
       const envelope = { id: row.id, type, payload, timestamp: row.timestamp } as Envelope<T>
-      publish(row, envelope as Envelope)
+      notify(envelope as Envelope)
+      schedulePrune(row.id)
       return envelope
     },
 
@@ -267,17 +282,28 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         payload: input.payload,
         payloadJson: JSON.stringify(input.payload)
       }))
+      // Committed before returning, so an HTTP caller is answered only for durable events.
+      commitAndPublish()
       const rows = store.appendEvents(prepared, Date.now())
-      return rows.map((row, index) => {
-        const envelope = { id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp } as Envelope
-        publish(row, envelope)
-        return envelope
-      })
+      fanOut(rows.map(envelopeJson))
+      const envelopes = rows.map((row, index) =>
+        ({ id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp }) as Envelope)
+      envelopes.forEach(notify)
+      schedulePrune(rows.at(-1)?.id ?? 0)
+      return envelopes
     },
 
     /** Sends an already-built envelope to every connected client (serialised once). Does not store it. */
     broadcast (envelope: Envelope): void {
-      fanOut(JSON.stringify(envelope))
+      fanOut([JSON.stringify(envelope)])
+    },
+
+    /**
+     * Commits the events emitted in this turn and sends them now rather than at the end of the turn.
+     * Call it before telling anyone outside the process that an `emit` succeeded.
+     */
+    flush (): void {
+      commitAndPublish()
     },
 
     /** Subscribes in-process code to every emitted event; returns the unsubscribe function. */
@@ -301,12 +327,9 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * no event falls between the snapshot and the live stream and none is sent twice.
      */
     connect (socket: WebSocket, request: ConnectRequest = {}): void {
-      // Events still waiting for the batched flush are already in the database,
-      // so they are in this client's snapshot: send them to the others first.
-      if (flushScheduled !== null) {
-        clearImmediate(flushScheduled)
-        flush()
-      }
+      // The turn's uncommitted events are visible to this connection's reads, so
+      // they would be in the snapshot: commit and send them to the others first.
+      commitAndPublish()
       socket.send(buildInit(request))
       const now = Date.now()
       const client: Client = { socket, batched: request.batched === true, connectedAt: now, lastPongAt: now }
@@ -337,9 +360,9 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
 
     /** Stops the timers; the store is closed by its own plugin. */
     stop (): void {
+      commitAndPublish()
       clearInterval(heartbeatTimer)
       if (reapTimer !== null) clearTimeout(reapTimer)
-      if (flushScheduled !== null) clearImmediate(flushScheduled)
       if (pruneTimer !== null) clearImmediate(pruneTimer)
       for (const timer of slowCloseTimers) clearTimeout(timer)
       slowCloseTimers.clear()

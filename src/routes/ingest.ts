@@ -138,6 +138,8 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     // A single event reports its paths without an index (`/payload/status`).
     const { type, payload } = body as EventInput
     const envelope = fastify.events.emit(type as EventTypeName, payload as never)
+    // emit() commits at the end of the turn; the 201 must not go out before the event is durable.
+    fastify.events.flush()
     reply.code(201)
     return { events: [envelope] }
   })

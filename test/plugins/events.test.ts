@@ -192,3 +192,29 @@ t.test('app.close() closes every client with 1001 and releases everything', asyn
   }
   t.equal(app.sprintStore.db.open, false, 'database closed')
 })
+
+t.test('events of one turn are committed together, before clients see them, and survive close', async t => {
+  const { app, wsUrl, dbPath } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  const first = app.events.emit('error', { type: 'x', message: 'one' })
+  app.events.emit('error', { type: 'x', message: 'two' })
+  t.equal(app.sprintStore.db.inTransaction, true, 'still open within the turn')
+  t.equal(client.pending, 0)
+  const received = await client.take(2)
+  t.same(received.map(m => m.id), [first.id, first.id + 1])
+  t.equal(app.sprintStore.db.inTransaction, false, 'committed by the time clients receive')
+
+  app.events.emit('error', { type: 'x', message: 'emitted just before close' })
+  await app.close()
+  const { createStore } = await import('../../src/store.ts')
+  const reopened = createStore(dbPath)
+  t.teardown(() => reopened.close())
+  t.equal(reopened.getLastEventId(), first.id + 2, 'close committed the last turn')
+})
+
+t.test('flush commits the turn at once', async t => {
+  const { app } = await listen(t)
+  app.events.emit('error', { type: 'x', message: 'y' })
+  app.events.flush()
+  t.equal(app.sprintStore.db.inTransaction, false)
+})
