@@ -13,6 +13,8 @@ export const Limits = {
 } as const
 
 const Key = Type.String({ minLength: 1, maxLength: Limits.key })
+/** Integers that JSON, JavaScript and SQLite all hold exactly: a larger one (1e20) reaches SQLite as a float and fails there. */
+const SafeInteger = (minimum: number = Number.MIN_SAFE_INTEGER) => Type.Integer({ minimum, maximum: Number.MAX_SAFE_INTEGER })
 const Status = Type.String({ minLength: 1, maxLength: Limits.key })
 const Message = Type.String({ maxLength: Limits.message })
 const KeyList = Type.Array(Type.String({ maxLength: Limits.key }), { maxItems: Limits.listItems })
@@ -39,26 +41,26 @@ export const EventType = {
 export type EventTypeName = typeof EventType[keyof typeof EventType]
 
 export const BatchStartSchema = Type.Object({
-  batch_id: Type.Integer({ minimum: 0 }),
-  max_cycles: Type.Union([Type.Integer({ minimum: 1 }), Type.Literal('all')])
+  batch_id: SafeInteger(0),
+  max_cycles: Type.Union([SafeInteger(1), Type.Literal('all')])
 }, closed)
 export type BatchStart = Static<typeof BatchStartSchema>
 
 export const BatchEndSchema = Type.Object({
-  batch_id: Type.Integer({ minimum: 0 }),
-  cycles_completed: Type.Integer({ minimum: 0 }),
+  batch_id: SafeInteger(0),
+  cycles_completed: SafeInteger(0),
   status: Type.Union([Type.Literal('completed'), Type.Literal('stopped'), Type.Literal('error')])
 }, closed)
 export type BatchEnd = Static<typeof BatchEndSchema>
 
 export const CycleStartSchema = Type.Object({
-  cycle_number: Type.Integer({ minimum: 1 }),
+  cycle_number: SafeInteger(1),
   story_keys: KeyList
 }, closed)
 export type CycleStart = Static<typeof CycleStartSchema>
 
 export const CycleEndSchema = Type.Object({
-  cycle_number: Type.Integer({ minimum: 1 }),
+  cycle_number: SafeInteger(1),
   completed_stories: KeyList
 }, closed)
 export type CycleEnd = Static<typeof CycleEndSchema>
@@ -109,7 +111,7 @@ export type ErrorEvent = Static<typeof ErrorEventSchema>
 
 export const ContextEventSchema = Type.Object({
   status: Status,
-  task_id: Type.Optional(Type.Union([Type.Integer(), Key])),
+  task_id: Type.Optional(Type.Union([SafeInteger(), Key])),
   message: Type.Optional(Message)
 }, closed)
 export type ContextEvent = Static<typeof ContextEventSchema>
