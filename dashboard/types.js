@@ -1,0 +1,26 @@
+// @ts-check
+/**
+ * Shared JSDoc types for the dashboard modules. The event shapes come straight from the
+ * server's TypeBox catalogue, so a payload change there is a type error here.
+ * This module has no runtime content; it exists so `import('./types.js')` has one home.
+ */
+
+/** @typedef {import('../src/events/schemas.ts').Envelope} Envelope */
+/** @typedef {import('../src/events/schemas.ts').Batch} Batch */
+/** @typedef {import('../src/events/schemas.ts').EventTypeName} EventTypeName */
+
+/**
+ * The first message on every connection.
+ * @typedef {{ batch: Batch | null, events: Envelope[], resumed: boolean, reset: boolean, error?: string }} InitPayload
+ */
+
+/**
+ * UI preferences that survive a reload.
+ * @typedef {object} UiState
+ * @property {string} logFilter free text the log rows must contain
+ * @property {string[]} hiddenKinds event kinds hidden from the log (batch, command, status, error, context)
+ * @property {string[]} hiddenStatuses story statuses hidden from the board
+ * @property {string[]} collapsedEpics epic ids whose stories are folded away
+ */
+
+export {}
