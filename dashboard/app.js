@@ -1,0 +1,281 @@
+// @ts-check
+/**
+ * Entry point of the dashboard: owns the event cursor (the id of the last applied event) and routes
+ * each event, in id order and exactly once, to the panels.
+ */
+import { createBatchPanel, createOperations } from './batch-panel.js'
+import { createConnection } from './connection.js'
+import { byId, setText } from './dom.js'
+import { createEventLog } from './event-log.js'
+import { age } from './format.js'
+import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
+import { createStoryBoard } from './story-board.js'
+import { createToasts } from './toasts.js'
+import { loadUiState, saveUiState, toggled } from './ui-state.js'
+
+/** @typedef {import('./types.js').Envelope} Envelope */
+/** @typedef {import('./types.js').InitPayload} InitPayload */
+/** @typedef {import('./connection.js').ConnectionState} ConnectionState */
+
+// Errors replayed after a long disconnect arrive together; toasting more than a few buries the page.
+const MAX_TOASTS_PER_BATCH = 4
+
+const ui = loadUiState()
+function persist () { saveUiState(ui) }
+
+/** Id of the last event applied to the view; events at or below it are duplicates. */
+let lastAppliedId = 0
+let initialised = false
+/** Timestamp (server clock) of the newest applied event, for the "last event" indicator. */
+let lastEventTimestamp = 0
+/**
+ * Browser clock minus server clock, estimated as the smallest (arrival − timestamp) seen on live
+ * events: timers then count from the server's timestamps even when the two clocks disagree.
+ * @type {number | null}
+ */
+let clockOffset = null
+const now = () => Date.now() - (clockOffset ?? 0)
+
+/**
+ * Latest `story:status` per key with its event id. A sprint-status fetch that started before an
+ * event must not overwrite it when the response lands later.
+ * @type {Map<string, { id: number, status: string }>}
+ */
+const statusOverlay = new Map()
+
+const logFilterInput = /** @type {HTMLInputElement} */ (byId('log-filter'))
+const connectionButton = byId('connection')
+const connectionLabel = byId('connection-label')
+const connectionAction = byId('connection-action')
+const lastEventNode = byId('last-event')
+const projectName = byId('project-name')
+const storiesStat = byId('stat-stories')
+const errorsStat = byId('stat-errors')
+
+const board = createStoryBoard({
+  root: byId('board'),
+  empty: byId('board-empty'),
+  filters: byId('status-filters'),
+  summary: byId('board-summary'),
+  getHiddenStatuses: () => ui.hiddenStatuses,
+  getCollapsedEpics: () => ui.collapsedEpics,
+  onStatusFilter (status, hidden) {
+    ui.hiddenStatuses = toggled(ui.hiddenStatuses, status, hidden)
+    persist()
+    board.refreshFilters()
+  },
+  onEpicToggle (epic, collapsed) {
+    ui.collapsedEpics = toggled(ui.collapsedEpics, epic, collapsed)
+    persist()
+  }
+})
+
+const log = createEventLog({
+  list: /** @type {HTMLOListElement} */ (byId('log')),
+  empty: byId('log-empty'),
+  jump: /** @type {HTMLButtonElement} */ (byId('log-jump')),
+  count: byId('log-count'),
+  kindFilters: byId('kind-filters'),
+  getFilter: () => ({ text: ui.logFilter, hiddenKinds: ui.hiddenKinds }),
+  onKindFilter (kind, hidden) {
+    ui.hiddenKinds = toggled(ui.hiddenKinds, kind, hidden)
+    persist()
+    log.applyFilter()
+  },
+  onStoryClick (storyKey) {
+    setLogFilter(ui.logFilter === storyKey ? '' : storyKey)
+  }
+})
+
+const batchPanel = createBatchPanel({
+  panel: byId('batch'),
+  id: byId('batch-id'),
+  state: byId('batch-state'),
+  elapsed: byId('batch-elapsed'),
+  progress: byId('batch-progress'),
+  progressFill: byId('batch-progress-fill'),
+  detail: byId('batch-detail'),
+  cycles: byId('stat-cycles')
+}, now)
+
+const operations = createOperations({
+  list: /** @type {HTMLUListElement} */ (byId('operations')),
+  empty: byId('operations-empty'),
+  count: byId('operations-count')
+}, now)
+
+const toasts = createToasts(byId('toasts'))
+
+/** @param {string} text */
+function setLogFilter (text) {
+  ui.logFilter = text
+  if (logFilterInput.value !== text) logFilterInput.value = text
+  persist()
+  log.applyFilter()
+}
+
+let sprintLoad = 0
+/** (Re)loads the board from the sprint files; events newer than the request are laid over the result. */
+async function loadBoard () {
+  const load = ++sprintLoad
+  const requestedAfterId = lastAppliedId
+  try {
+    const [status, descriptions] = await Promise.all([fetchSprintStatus(), fetchStoryDescriptions()])
+    if (load !== sprintLoad) return
+    board.setDescriptions(descriptions)
+    if (!status) {
+      board.setEntries([])
+      board.showMessage('No sprint-status.yaml in the artifacts directory yet.')
+    } else {
+      setText(projectName, status.project)
+      board.setEntries(status.entries)
+    }
+    for (const [key, change] of statusOverlay) {
+      if (change.id > requestedAfterId) board.setStatus(key, change.status)
+    }
+    updateHeader()
+  } catch (error) {
+    if (load !== sprintLoad) return
+    board.showMessage(`Could not load the sprint status: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+/**
+ * Applies events in id order, skipping any already applied (a resume overlapping a live frame, a
+ * server resending after a reconnect).
+ * @param {Envelope[]} events
+ * @param {{ live: boolean }} how live: new to the operator (toasts, highlights); false for a snapshot
+ */
+function applyEvents (events, how) {
+  const ordered = events.length > 1 ? [...events].sort((a, b) => a.id - b.id) : events
+  /** @type {Envelope[]} */
+  const fresh = []
+  for (const event of ordered) {
+    if (event.id <= lastAppliedId) continue
+    lastAppliedId = event.id
+    lastEventTimestamp = Math.max(lastEventTimestamp, event.timestamp)
+    fresh.push(event)
+    batchPanel.apply(event)
+    operations.apply(event)
+    if (event.type === 'story:status') {
+      statusOverlay.set(event.payload.story_key, { id: event.id, status: event.payload.new_status })
+      board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
+    }
+  }
+  if (fresh.length === 0) return
+  log.append(fresh)
+  if (how.live) {
+    const errors = fresh.filter((event) => event.type === 'error')
+    for (const event of errors.slice(-MAX_TOASTS_PER_BATCH)) {
+      if (event.type === 'error') toasts.showError({ id: event.id, timestamp: event.timestamp, ...event.payload })
+    }
+  }
+  document.body.dataset.lastEventId = String(lastAppliedId)
+  updateHeader()
+}
+
+/** @param {InitPayload} init */
+function applyInit (init) {
+  clockOffset = null
+  const resumed = init.resumed === true && initialised
+  if (!resumed) {
+    // Fresh connect or reset: the snapshot is the whole truth, so forget the old view entirely.
+    log.clear()
+    operations.clear()
+    statusOverlay.clear()
+    lastAppliedId = 0
+  }
+  // Reload the board after a reconnect: sprint-status.yaml may have changed while we were away.
+  if (initialised) loadBoard()
+  initialised = true
+  if (init.error) console.warn('dashboard: the service reported a problem with the resume:', init.error)
+  // Events the operator missed while disconnected are news (toasts); a snapshot is history.
+  applyEvents(init.events ?? [], { live: resumed })
+  // The batch row sent with init is authoritative over whatever the events suggested.
+  batchPanel.setBatch(init.batch ?? null)
+  if (init.batch && init.batch.status !== 'running') operations.clear()
+  document.body.dataset.lastEventId = String(lastAppliedId)
+  updateHeader()
+}
+
+/** @param {Envelope[]} events */
+function applyLive (events) {
+  const arrival = Date.now()
+  for (const event of events) {
+    const offset = arrival - event.timestamp
+    if (clockOffset === null || offset < clockOffset) clockOffset = offset
+  }
+  applyEvents(events, { live: true })
+}
+
+/** @type {ConnectionState} */
+let connectionState = { state: 'connecting', attempt: 0, retryAt: null, closeCode: null, closeReason: '' }
+
+function renderConnection () {
+  const { state, attempt, retryAt, closeCode, closeReason } = connectionState
+  connectionButton.dataset.state = state
+  let label = 'Connecting…'
+  if (state === 'connected') label = 'Connected'
+  else if (state === 'reconnecting') label = `Reconnecting (attempt ${attempt})`
+  else if (state === 'disconnected') {
+    const seconds = retryAt === null ? 0 : Math.max(0, Math.ceil((retryAt - Date.now()) / 1000))
+    label = `Disconnected · retry in ${seconds} s`
+  }
+  setText(connectionLabel, label)
+  connectionAction.hidden = state !== 'disconnected'
+  connectionButton.title = state === 'disconnected'
+    ? `Connection closed${closeCode ? ` (${closeCode}${closeReason ? `: ${closeReason}` : ''})` : ''}. Click to retry now.`
+    : (state === 'connected' ? 'Live: receiving events' : 'Opening the live connection')
+}
+
+function updateHeader () {
+  const stories = board.counts()
+  setText(storiesStat, stories.total ? `${stories.done} / ${stories.total}` : '–')
+  const errors = log.count('error')
+  setText(errorsStat, errors.toLocaleString())
+  errorsStat.dataset.count = String(errors)
+  if (lastEventTimestamp > 0) setText(lastEventNode, `Last event ${age(now() - lastEventTimestamp)}`)
+  const running = operations.names()
+  const prefix = connectionState.state === 'connected' ? '' : '⚠ '
+  const title = `${prefix}${batchPanel.summary()}${running.length ? ` · ${running[0]}${running.length > 1 ? ` +${running.length - 1}` : ''}` : ''} — Sprint dashboard`
+  if (document.title !== title) document.title = title
+}
+
+const connection = createConnection({
+  getSince: () => (initialised && lastAppliedId > 0 ? lastAppliedId : null),
+  onInit: applyInit,
+  onEvents: applyLive,
+  onState (state) {
+    connectionState = state
+    renderConnection()
+    updateHeader()
+  }
+})
+
+connectionButton.addEventListener('click', () => connection.retryNow())
+
+logFilterInput.value = ui.logFilter
+logFilterInput.addEventListener('input', () => setLogFilter(logFilterInput.value))
+logFilterInput.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') setLogFilter('')
+})
+// "/" jumps to the log filter, as in most log viewers, unless the operator is already typing.
+document.addEventListener('keydown', (event) => {
+  const target = /** @type {HTMLElement | null} */ (event.target)
+  if (event.key === '/' && target?.tagName !== 'INPUT' && target?.tagName !== 'TEXTAREA') {
+    event.preventDefault()
+    logFilterInput.focus()
+    logFilterInput.select()
+  }
+})
+
+// One timer for every clock on the page.
+setInterval(() => {
+  batchPanel.tick()
+  operations.tick()
+  if (connectionState.state === 'disconnected') renderConnection()
+  updateHeader()
+}, 1000)
+
+log.applyFilter()
+loadBoard()
