@@ -9,7 +9,9 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 export const Limits = {
   key: 256,
   message: 64 * 1024,
-  listItems: 1000
+  listItems: 1000,
+  /** Objects and arrays nested in one another, the payload itself counted: recursion over stored JSON stays shallow. */
+  depth: 32
 } as const
 
 const Key = Type.String({ minLength: 1, maxLength: Limits.key })

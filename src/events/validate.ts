@@ -1,6 +1,6 @@
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { TSchema } from '@sinclair/typebox'
-import { PayloadSchemas, type EventTypeName } from './schemas.ts'
+import { Limits, PayloadSchemas, type EventTypeName } from './schemas.ts'
 import type { ErrorDetail } from '../errors.ts'
 
 // Compiled once at module load: the checkers are plain functions, so the
@@ -11,9 +11,48 @@ const checkers = new Map<string, TypeCheck<TSchema>>(
 
 const knownTypes = [...checkers.keys()].join(', ')
 
+/** Findings reported for one payload at most, so that a hostile payload cannot make a huge error message. */
+const MAX_FINDINGS = 10
+
 /** True when `type` names an event in the catalogue. */
 export function isEventType (type: unknown): type is EventTypeName {
   return typeof type === 'string' && checkers.has(type)
+}
+
+/**
+ * What JSON Schema cannot say about the open parts of a payload (`context`): nesting deeper than
+ * `Limits.depth` (10,000 levels made JSON.stringify overflow the stack), numbers JSON cannot carry
+ * (`1e309` parses to Infinity and would be stored as null), values that are not JSON at all, and keys
+ * that pollute prototypes when a client merges the object. Recursion stops at `Limits.depth`, so a
+ * cyclic object is reported as too deep rather than looping.
+ */
+function findNonJson (value: unknown, path: string, depth: number, details: ErrorDetail[]): void {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) details.push({ path, message: 'Expected a finite number (JSON has no NaN or Infinity, and 1e309 parses to Infinity)' })
+    return
+  }
+  if (typeof value === 'bigint' || typeof value === 'function' || typeof value === 'symbol') {
+    details.push({ path, message: `Expected a JSON value, got a ${typeof value}` })
+    return
+  }
+  if (typeof value !== 'object' || value === null) return
+  if (depth > Limits.depth) {
+    details.push({ path, message: `Objects and arrays may be nested at most ${Limits.depth} levels deep` })
+    return
+  }
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length && details.length < MAX_FINDINGS; index++) findNonJson(value[index], `${path}/${index}`, depth + 1, details)
+    return
+  }
+  for (const [key, item] of Object.entries(value)) {
+    if (details.length >= MAX_FINDINGS) return
+    const itemPath = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`
+    if (key === '__proto__' || (key === 'constructor' && typeof item === 'object' && item !== null && Object.hasOwn(item, 'prototype'))) {
+      details.push({ path: itemPath, message: `The key "${key}" is not accepted: it can pollute object prototypes` })
+      continue
+    }
+    findNonJson(item, itemPath, depth + 1, details)
+  }
 }
 
 /**
@@ -29,8 +68,11 @@ export function validateEvent (type: unknown, payload: unknown, pathPrefix = '')
     return [{ path: `${pathPrefix}/type`, message: `Unknown event type ${JSON.stringify(type)}; expected one of ${knownTypes}` }]
   }
   const checker = checkers.get(type)!
-  if (checker.Check(payload)) return []
   const details: ErrorDetail[] = []
+  if (checker.Check(payload)) {
+    findNonJson(payload, `${pathPrefix}/payload`, 1, details)
+    return details
+  }
   const seen = new Set<string>()
   for (const error of checker.Errors(payload)) {
     const path = `${pathPrefix}/payload${error.path}`
