@@ -23,6 +23,9 @@ export interface ConnectionRow {
   heartbeatIntervalMs: number | undefined
 }
 
+/** A measured window and what it was for: a cell of the matrix or a trial of the rate search. */
+export type ReportedWindow = WindowResult & { phase: 'matrix' | 'search' }
+
 export interface SearchResult {
   server: ServerKind
   batch: boolean
@@ -42,7 +45,7 @@ export interface BenchReport {
   fdLimit: { wanted: number, got: number[] }
   emitCost: EmitCostResult | undefined
   connections: ConnectionRow[]
-  windows: WindowResult[]
+  windows: ReportedWindow[]
   searches: SearchResult[]
   notes: string[]
 }
@@ -66,8 +69,7 @@ function mean (values: number[]): number {
 
 /** Matrix cells matched by (N, target rate), averaged over repeats; only windows of the matrix, not of the rate search. */
 function ratioRows (report: BenchReport): string[][] {
-  const matrixSeconds = report.config.seconds
-  const cells = report.windows.filter((w) => w.seconds === matrixSeconds)
+  const cells = report.windows.filter((w) => w.phase === 'matrix')
   const keys = [...new Set(cells.map((w) => `${w.clients}/${w.targetRate}`))]
   const rows: string[][] = []
   for (const key of keys) {
@@ -103,15 +105,16 @@ export function formatReport (report: BenchReport): string {
 
   out.push('', 'Fan-out (latency = emit → receipt in the client process; CPU µs/msg = server user+system over the window ÷ messages delivered;',
     'CPU % are of one core; other load = CPU used by anything else on the machine during the window)', '')
-  out.push(table(
+  const windowTable = (windows: ReportedWindow[]): string => table(
     ['server', 'N', 'ev/s target', 'ev/s achieved', 'delivered', 'lost', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU µs/msg', 'server CPU %', 'client CPU %', 'other load %', 'peak RSS MiB', 'ev/frame'],
-    report.windows.map((w) => [
+    windows.map((w) => [
       label(w), String(w.clients), String(w.targetRate), fixed(w.achievedRate), String(w.delivered),
       String(w.lost + w.gaps + w.duplicates), fixed(w.latencyMs.p50, 2), fixed(w.latencyMs.p99, 2), fixed(w.latencyMs.p999, 2),
       fixed(w.latencyMs.max, 2), fixed(w.serverCpuUsPerDelivered, 2), fixed(w.serverCpuPercent, 0), fixed(w.clientCpuPercent, 0),
       fixed(w.otherLoadPercent ?? Number.NaN, 0), fixed(w.serverRssPeakMiB, 0), fixed(w.eventsPerFrame, 2)
     ])
-  ))
+  )
+  out.push(windowTable(report.windows.filter((w) => w.phase === 'matrix')))
 
   const ratios = ratioRows(report)
   if (ratios.length > 0) {
@@ -130,7 +133,14 @@ export function formatReport (report: BenchReport): string {
     ))
   }
 
+  for (const c of report.connections.filter((c) => c.heartbeatIntervalMs !== undefined && Number.isFinite(c.idleCpuPercent))) {
+    const interval = c.heartbeatIntervalMs as number
+    out.push('', `heartbeat with ${c.clients} idle ${label(c)} clients, one ping round every ${interval} ms: ` +
+      `~${fixed(c.idleCpuPercent / 100 * interval, 0)} ms of server CPU per round, longest event-loop stall ${fixed(c.idleEventLoopDelayMaxMs, 0)} ms`)
+  }
+
   if (report.searches.length > 0) {
+    out.push('', 'Rate search trials', '', windowTable(report.windows.filter((w) => w.phase === 'search')))
     out.push('', 'Highest rate with p99 < 500 ms, no loss, ≥ 95 % of target achieved', '')
     out.push(table(
       ['server', 'N', 'max ev/s', 'tried (rate: p99 ms, achieved)'],

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { spawnBenchChild, WANTED_FD_LIMIT } from './child-process.ts'
 import { openSession, type ServerKind, type Session, type WindowResult } from './session.ts'
-import { formatReport, type BenchReport, type ConnectionRow, type SearchResult } from './report.ts'
+import { formatReport, type BenchReport, type ConnectionRow, type ReportedWindow, type SearchResult } from './report.ts'
 import type { EmitCostResult } from './emit-cost.ts'
 import type { MeasureResult } from './server-control.ts'
 
@@ -51,7 +51,7 @@ const config = {
   search: !flags['no-search'],
   /** The search at 10,000 clients: rates tried (doubling, then bisecting) and window length. */
   searchClients: 10_000,
-  searchSteps: quick ? 3 : 7,
+  searchSteps: quick ? 2 : 7,
   searchSeconds: quick ? 2 : 10,
   searchMinEvents: quick ? 4 : 20,
   /** Idle hold after connecting (CPU and loop delay with no events); the service's heartbeat session holds longer. */
@@ -86,7 +86,7 @@ function log (line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`)
 }
 
-const windows: WindowResult[] = []
+const windows: ReportedWindow[] = []
 const connections: ConnectionRow[] = []
 const searches: SearchResult[] = []
 const notes: string[] = []
@@ -160,10 +160,10 @@ async function topUp (session: Session): Promise<void> {
   }
 }
 
-async function measure (session: Session, rate: number, seconds: number): Promise<WindowResult> {
+async function measure (session: Session, rate: number, seconds: number, phase: ReportedWindow['phase']): Promise<WindowResult> {
   await topUp(session)
   const result = await session.measure({ rate, seconds, drainTimeoutMs: Math.max(10_000, seconds * 1000) })
-  windows.push(result)
+  windows.push({ phase, ...result })
   log(describe(result))
   return result
 }
@@ -179,7 +179,7 @@ function passes (w: WindowResult): boolean {
 async function searchRate (session: Session): Promise<SearchResult> {
   const tried: SearchResult['tried'] = []
   const trial = async (rate: number): Promise<boolean> => {
-    const w = await measure(session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate))
+    const w = await measure(session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate), 'search')
     const pass = passes(w)
     tried.push({ rate, p99: w.latencyMs.p99, achieved: w.achievedRate, lost: w.lost, pass })
     return pass
@@ -226,7 +226,7 @@ async function main (): Promise<void> {
       for (const { server, batch } of variants()) {
         const session = await openMeasuredSession(server, batch, clients)
         try {
-          for (const rate of config.rates) await measure(session, rate, config.seconds)
+          for (const rate of config.rates) await measure(session, rate, config.seconds, 'matrix')
           if (clients === config.searchClients && needsSearch(server, batch) && round === 0) {
             searches.push(await searchRate(session))
           }

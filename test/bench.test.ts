@@ -46,7 +46,7 @@ for (const { server, batch } of variants) {
       fdLimit: { wanted: 65536, got: session.fdLimits },
       emitCost: undefined,
       connections: [],
-      windows: [window],
+      windows: [{ phase: 'matrix', ...window }],
       searches: [],
       notes: []
     }
