@@ -8,10 +8,13 @@ import { TestClient } from './helper.ts'
  * `npm run demo` end to end: the real demo process (service, watcher, orchestrator loop, exec bridge,
  * fake agent), watched by a WebSocket client that asserts the complete event sequence.
  */
+// Twelve agent runs, each a process start: more than the default 120 s on a loaded machine.
+t.setTimeout(300_000)
+
 t.test('the demo sprint: complete event sequence, then the process exits by itself', async (t) => {
   const child = spawn(process.execPath, ['--import', 'tsx', 'demo/run.ts', '--port', '0', '--delay-ms', '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
   // A guard against a hung demo, not a wait: everything below continues as soon as its event arrives.
-  const guard = setTimeout(() => child.kill('SIGKILL'), 110_000)
+  const guard = setTimeout(() => child.kill('SIGKILL'), 280_000)
   t.teardown(() => {
     clearTimeout(guard)
     child.kill('SIGKILL')
