@@ -37,9 +37,10 @@ let clockOffset = null
 const now = () => Date.now() - (clockOffset ?? 0)
 
 /**
- * Latest `story:status` per key with its event id. A sprint-status fetch that started before an
- * event must not overwrite it when the response lands later.
- * @type {Map<string, { id: number, status: string }>}
+ * Latest `story:status` per key since the view was last rebuilt. The event stream is the live truth
+ * and the file may lag it (or never be written by an emitter that only posts events), so every
+ * reload of sprint-status.yaml is overlaid with these.
+ * @type {Map<string, string>}
  */
 const statusOverlay = new Map()
 
@@ -52,8 +53,9 @@ const projectName = byId('project-name')
 const storiesStat = byId('stat-stories')
 const errorsStat = byId('stat-errors')
 
+const boardElement = byId('board')
 const board = createStoryBoard({
-  root: byId('board'),
+  root: boardElement,
   empty: byId('board-empty'),
   filters: byId('status-filters'),
   summary: byId('board-summary'),
@@ -115,10 +117,9 @@ function setLogFilter (text) {
 }
 
 let sprintLoad = 0
-/** (Re)loads the board from the sprint files; events newer than the request are laid over the result. */
+/** (Re)loads the board from the sprint files, then lays the statuses from events over it. Never rejects. */
 async function loadBoard () {
   const load = ++sprintLoad
-  const requestedAfterId = lastAppliedId
   try {
     const [status, descriptions] = await Promise.all([fetchSprintStatus(), fetchStoryDescriptions()])
     if (load !== sprintLoad) return
@@ -130,9 +131,9 @@ async function loadBoard () {
       setText(projectName, status.project)
       board.setEntries(status.entries)
     }
-    for (const [key, change] of statusOverlay) {
-      if (change.id > requestedAfterId) board.setStatus(key, change.status)
-    }
+    for (const [key, status] of statusOverlay) board.setStatus(key, status)
+    // A visible marker of completed loads, for tests and for anyone debugging a stale board.
+    boardElement.dataset.loads = String(load)
     updateHeader()
   } catch (error) {
     if (load !== sprintLoad) return
@@ -158,7 +159,7 @@ function applyEvents (events, how) {
     batchPanel.apply(event)
     operations.apply(event)
     if (event.type === 'story:status') {
-      statusOverlay.set(event.payload.story_key, { id: event.id, status: event.payload.new_status })
+      statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
     }
   }

@@ -188,6 +188,7 @@ if (requireChromium(t)) {
     await t.test('a server restart is survived without gaps or duplicates', async t => {
       const before = emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'before the restart' })
       await page.locator(row(before.id)).waitFor()
+      const loadsBefore = Number(await page.getAttribute('#board', 'data-loads'))
       const port = server.port
       await server.app.close()
       await page.locator('#connection:not([data-state="connected"])').waitFor()
@@ -202,6 +203,9 @@ if (requireChromium(t)) {
       await page.locator(row(live.id)).waitFor()
 
       t.ok(await page.locator(row(before.id)).count(), 'the view was kept (resumed), not rebuilt')
+      // The board is reloaded from sprint-status.yaml after a reconnect; statuses from events still win.
+      await page.waitForFunction(loads => Number(document.getElementById('board')?.dataset.loads) > loads, loadsBefore)
+      t.equal(await page.textContent('.story[data-key="1-2-invoice-export"] .badge'), 'review', 'status from events survives the board reload')
       t.same(await rowTypesOfTask(page, 'restart'), ['command:progress', 'command:progress', 'command:progress'])
       const ids = await page.$$eval('#log .row', rows => rows.map(row => Number((row as HTMLElement).dataset.id)))
       t.equal(new Set(ids).size, ids.length, 'no event is shown twice')
