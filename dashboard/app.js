@@ -185,6 +185,7 @@ function applyInit (init) {
     operations.clear()
     statusOverlay.clear()
     lastAppliedId = 0
+    lastEventTimestamp = 0
   }
   // Reload the board after a reconnect: sprint-status.yaml may have changed while we were away.
   if (initialised) loadBoard()
@@ -235,7 +236,7 @@ function updateHeader () {
   const errors = log.count('error')
   setText(errorsStat, errors.toLocaleString())
   errorsStat.dataset.count = String(errors)
-  if (lastEventTimestamp > 0) setText(lastEventNode, `Last event ${age(now() - lastEventTimestamp)}`)
+  setText(lastEventNode, lastEventTimestamp > 0 ? `Last event ${age(now() - lastEventTimestamp)}` : 'No events yet')
   const running = operations.names()
   const prefix = connectionState.state === 'connected' ? '' : '⚠ '
   const title = `${prefix}${batchPanel.summary()}${running.length ? ` · ${running[0]}${running.length > 1 ? ` +${running.length - 1}` : ''}` : ''} — Sprint dashboard`
