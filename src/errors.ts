@@ -40,6 +40,9 @@ export function withDetails<E extends Error> (error: E, details: ErrorDetail[]):
 export const IngestUnauthorizedError = createError(
   'SPRINT_INGEST_UNAUTHORIZED', 'POST /api/events needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
 
+export const InvalidJsonError = createError<[string]>(
+  'SPRINT_INVALID_JSON', 'Body is not valid JSON: %s', 400)
+
 export const IngestNotLoopbackError = createError<[string]>(
   'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events are accepted only from this machine (loopback); %s is not a loopback address', 403)
 
