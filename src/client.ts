@@ -39,7 +39,8 @@ export class EventClientError extends Error {
 
   /** The message with every rejected field on its own line, as a CLI prints it. */
   describe (): string {
-    const head = this.code === undefined ? this.message : `${this.code}: ${this.message}`
+    // A network failure's code is already part of its message.
+    const head = this.code === undefined || this.statusCode === undefined ? this.message : `${this.code}: ${this.message}`
     return [head, ...this.details.map((detail) => `  ${detail.path}: ${detail.message}`)].join('\n')
   }
 }

@@ -1,10 +1,12 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { createServer } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
-import { runCli } from '../src/cli.ts'
+import { runCli, runExec } from '../src/cli.ts'
+import { createEventClient } from '../src/client.ts'
 import { connect, listen, tempDir, type TestClient } from './helper.ts'
 import { readFixtureLines } from './fixtures/fake-agent.ts'
 
@@ -267,4 +269,50 @@ t.test('exec: a command that does not exist', async (t) => {
   t.same(received.map((envelope) => envelope.type), ['command:start', 'command:progress', 'command:end'])
   t.match(received[1].payload.message, /^Could not start definitely-not-an-agent-binary: /)
   t.match(received[2].payload, { status: 'error', metrics: { exit_code: 127 } })
+})
+
+t.test('exec: SIGTERM is forwarded to the agent and reported as its exit', async (t) => {
+  const { url, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  // An agent that says hello and then works until it is stopped.
+  const agent = 'process.stdout.write(JSON.stringify({ type: "system", subtype: "init", model: "m" }) + "\\n"); setInterval(() => {}, 1000)'
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'exec', '--story', '1-1', '--command', 'dev-story', '--url', url, '--',
+    process.execPath, '-e', agent], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  t.teardown(() => clearTimeout(guard))
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>
+  await receiveUntil(client, (envelope) => envelope.type === 'command:progress' && envelope.payload.message === 'Agent session started (m)')
+  child.kill('SIGTERM')
+  const [code, signal] = await exited
+  t.equal(signal, null, 'exec itself was not killed: it waited for the agent')
+  t.equal(code, 143, '128 + SIGTERM, as a shell reports it')
+  const [end] = await receiveUntil(client, (envelope) => envelope.type === 'command:end')
+  t.match(end.payload, { story_key: '1-1', task_id: 'dev-story', status: 'error', metrics: { exit_code: 143 } })
+})
+
+t.test('exec: an unreachable service never changes the agent\'s result', async (t) => {
+  // A port that was free a moment ago: nothing listens there.
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const { port } = probe.address() as { port: number }
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  const stderr = new PassThrough()
+  let warnings = ''
+  stderr.on('data', (chunk: Buffer) => { warnings += chunk.toString() })
+  const stdout = new PassThrough()
+  let output = ''
+  stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const code = await runExec({
+    client: createEventClient({ url: `http://127.0.0.1:${port}`, retries: 0 }),
+    storyKey: '1-1',
+    command: 'code-review',
+    taskId: 'code-review',
+    argv: [...fakeAgent, 'code-review', '--delay-ms', '0', '--exit-code', '4'],
+    stdout,
+    stderr
+  })
+  t.equal(code, 4, 'the agent\'s exit code')
+  t.equal(output.trim().split('\n').length, readFixtureLines('code-review').length, 'its output passed through')
+  t.equal(warnings.trim().split('\n').length, 1, `one warning, not one per request: ${warnings}`)
+  t.match(warnings, /^exec: could not post events: .*ECONNREFUSED/)
 })

@@ -3,6 +3,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { StoryStatus } from '../events/schemas.ts'
+import { InvalidOptionError } from '../errors.ts'
 import {
   diffStoryStatuses,
   extractStoryStatuses,
@@ -221,6 +222,15 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
  * so it is a plain encapsulated plugin. The watch starts when the app is ready and stops on close.
  */
 const sprintStatusWatcher: FastifyPluginAsync<SprintStatusWatcherOptions> = async function sprintStatusWatcher (fastify, options) {
+  if (typeof options.artifactsDir !== 'string' || options.artifactsDir === '') {
+    throw new InvalidOptionError('artifactsDir', 'the sprint status watcher needs the artifacts directory')
+  }
+  for (const name of ['debounceMs', 'pollIntervalMs'] as const) {
+    const value = options[name]
+    if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0)) {
+      throw new InvalidOptionError(name, `expected a positive integer, got ${String(value)}`)
+    }
+  }
   const watcher = createSprintStatusWatcher(options, {
     log: fastify.log,
     onChanges: (changes) => {

@@ -269,3 +269,15 @@ t.test('in the service: story:status reaches WebSocket clients', async (t) => {
   await writeAtomically(path.join(dir, 'sprint-status.yaml'), sprint({ ...initial, '2-1-dashboard': 'ready-for-dev' }))
   t.match(await client.next(), { id: Number, type: 'story:status', payload: { story_key: '2-1-dashboard', old_status: 'backlog', new_status: 'ready-for-dev' } })
 })
+
+t.test('options are checked at registration', async (t) => {
+  for (const options of [{}, { artifactsDir: '' }, { artifactsDir: '/tmp', pollIntervalMs: 0 }, { artifactsDir: '/tmp', debounceMs: 1.5 }]) {
+    const app = Fastify({ logger: false })
+    app.decorate('events', {} as unknown as SprintEvents)
+    await t.rejects(async () => {
+      await app.register(sprintStatusWatcher, options as never)
+      await app.ready()
+    }, { code: 'SPRINT_INVALID_OPTION' }, JSON.stringify(options))
+    await app.close()
+  }
+})
