@@ -1,3 +1,4 @@
+import { connect as netConnect, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { WebSocket } from 'ws'
 import { serveRequests } from './child-process.ts'
@@ -166,6 +167,73 @@ async function connect ({ url, count, concurrency }: ConnectRequest): Promise<Co
   return { opened, failed: errors.length, errors: [...new Set(errors)].slice(0, 5), elapsedMs: performance.now() - started, cpuUs: cpu.user + cpu.system }
 }
 
+export interface StormRequest {
+  port: number
+  /** Path and query of the WebSocket endpoint, e.g. `/ws?batch=1`. */
+  path: string
+  count: number
+}
+
+/**
+ * The connection storm with the cheapest client that is still a real one: a
+ * plain TCP socket writes a WebSocket upgrade request and waits for the 101
+ * and the whole `init` frame. A `ws` client spends more CPU per handshake than
+ * the server does, and on two shared cores that would be what the storm measures.
+ * All sockets are opened at once and destroyed only after the last `init`.
+ */
+function storm ({ port, path, count }: StormRequest): Promise<ConnectResult> {
+  const started = performance.now()
+  const cpuBefore = process.cpuUsage()
+  const request = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  const sockets: Socket[] = []
+  const errors: string[] = []
+  let opened = 0
+  return new Promise((resolve) => {
+    let settled = 0
+    const settle = (error?: string): void => {
+      if (error === undefined) opened++
+      else errors.push(error)
+      if (++settled < count) return
+      const elapsedMs = performance.now() - started
+      const cpu = process.cpuUsage(cpuBefore)
+      for (const socket of sockets) socket.destroy()
+      resolve({ opened, failed: errors.length, errors: [...new Set(errors)].slice(0, 5), elapsedMs, cpuUs: cpu.user + cpu.system })
+    }
+    for (let i = 0; i < count; i++) {
+      const socket = netConnect({ host: '127.0.0.1', port, noDelay: true })
+      sockets.push(socket)
+      let received = Buffer.alloc(0)
+      let done = false
+      const finish = (error?: string): void => {
+        if (done) return
+        done = true
+        socket.removeAllListeners('data')
+        settle(error)
+      }
+      socket.on('connect', () => socket.write(request))
+      socket.on('error', (error) => finish(error.message))
+      socket.on('close', () => finish('closed before init'))
+      socket.on('data', (chunk: Buffer) => {
+        received = Buffer.concat([received, chunk])
+        const headerEnd = received.indexOf('\r\n\r\n')
+        if (headerEnd === -1) return
+        if (!received.subarray(0, 12).toString().startsWith('HTTP/1.1 101')) return finish(received.subarray(0, received.indexOf('\r\n')).toString())
+        const frame = received.subarray(headerEnd + 4)
+        if (frame.length < 2) return
+        // Unmasked server frame: 7-bit length, or 126 + 16-bit, or 127 + 64-bit.
+        const short = (frame[1] as number) & 0x7f
+        const headerLength = short === 126 ? 4 : short === 127 ? 10 : 2
+        if (frame.length < headerLength) return
+        const payloadLength = short === 126 ? frame.readUInt16BE(2) : short === 127 ? Number(frame.readBigUInt64BE(2)) : short
+        if (frame.length < headerLength + payloadLength) return
+        if (!frame.subarray(headerLength, headerLength + 14).toString().startsWith('{"type":"init"')) return finish('first frame was not init')
+        finish()
+      })
+    }
+  })
+}
+
 function reset (): void {
   histogram.reset()
   delivered = 0
@@ -212,6 +280,7 @@ async function closeAll (): Promise<void> {
 
 serveRequests({
   connect,
+  storm,
   reset,
   progress: (): ProgressResult => ({ delivered, open: connections.size }),
   collect,

@@ -23,6 +23,17 @@ export interface ConnectionRow {
   heartbeatIntervalMs: number | undefined
 }
 
+/** The connection storm: `clients` raw handshakes opened at once, timed until the last `init` arrived. */
+export interface StormRow {
+  server: ServerKind
+  batch: boolean
+  clients: number
+  ms: number
+  failed: number
+  clientCpuMs: number
+  errors: string[]
+}
+
 /** A measured window and what it was for: a cell of the matrix or a trial of the rate search. */
 export type ReportedWindow = WindowResult & { phase: 'matrix' | 'search' }
 
@@ -44,6 +55,7 @@ export interface BenchReport {
   config: Record<string, unknown>
   fdLimit: { wanted: number, got: number[] }
   emitCost: EmitCostResult | undefined
+  storms: StormRow[]
   connections: ConnectionRow[]
   windows: ReportedWindow[]
   searches: SearchResult[]
@@ -120,6 +132,12 @@ export function formatReport (report: BenchReport): string {
   if (ratios.length > 0) {
     out.push('', 'Ratios against the baseline of the same run (target: CPU ≤ 1.1, p99 ≤ 1.2)', '')
     out.push(table(['N', 'ev/s', 'service CPU ×', 'service p99 ×', 'service+batch CPU ×', 'service+batch p99 ×'], ratios))
+  }
+
+  if (report.storms.length > 0) {
+    out.push('', 'Connection storm: N raw WebSocket handshakes opened at once, until the last `init` arrived (target < 1 s at 1,000)', '')
+    out.push(table(['server', 'N', 'ms', 'failed', 'client CPU ms'],
+      report.storms.map((s) => [label(s), String(s.clients), fixed(s.ms, 0), String(s.failed), fixed(s.clientCpuMs, 0)])))
   }
 
   if (report.connections.length > 0) {

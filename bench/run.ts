@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { spawnBenchChild, WANTED_FD_LIMIT } from './child-process.ts'
 import { openSession, type ServerKind, type Session, type WindowResult } from './session.ts'
-import { formatReport, type BenchReport, type ConnectionRow, type ReportedWindow, type SearchResult } from './report.ts'
+import { formatReport, type BenchReport, type ConnectionRow, type ReportedWindow, type SearchResult, type StormRow } from './report.ts'
 import type { EmitCostResult } from './emit-cost.ts'
 import type { MeasureResult } from './server-control.ts'
 
@@ -89,6 +89,7 @@ function log (line: string): void {
 const windows: ReportedWindow[] = []
 const connections: ConnectionRow[] = []
 const searches: SearchResult[] = []
+const storms: StormRow[] = []
 const notes: string[] = []
 const fdLimits = new Set<number>()
 let emitCost: EmitCostResult | undefined
@@ -115,6 +116,13 @@ async function openMeasuredSession (server: ServerKind, batch: boolean, clients:
     // Warm the server's connect path (JIT, lazily loaded modules) so the storm measures steady state, not start-up.
     await session.connect(10, 10)
     await session.closeClients()
+    await session.waitForServerClients(0)
+    if (clients === config.stormClients) {
+      const result = await session.storm(config.stormClients)
+      storms.push({ server, batch, clients: config.stormClients, ms: result.elapsedMs, failed: result.failed, clientCpuMs: result.cpuUs / 1000, errors: result.errors })
+      log(`${server}${batch ? '+batch' : ''}: storm of ${config.stormClients} handshakes to init in ${result.elapsedMs.toFixed(0)} ms`)
+      await session.waitForServerClients(0)
+    }
     const before = await session.serverMemory()
     // Up to 1,000 at once is the connection storm; beyond that, 500 handshakes in flight keep the accept queue from overflowing.
     const concurrency = clients <= config.stormClients ? clients : 500
@@ -173,30 +181,44 @@ function passes (w: WindowResult): boolean {
 }
 
 /**
- * The highest rate that keeps p99 under the budget with no loss: double (or halve) from 2 ev/s until the
- * verdict flips, then bisect. Each trial lasts long enough for a few events even at a fraction of 1 ev/s.
+ * The highest rate that keeps p99 under the budget with no loss, for each session: double (or halve) from
+ * 2 ev/s until the verdict flips, then bisect. The sessions take turns trial by trial, so load from other
+ * jobs on the machine falls on both sides alike. Each trial lasts long enough for a few events even at a
+ * fraction of 1 ev/s.
  */
-async function searchRate (session: Session): Promise<SearchResult> {
-  const tried: SearchResult['tried'] = []
-  const trial = async (rate: number): Promise<boolean> => {
-    const w = await measure(session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate), 'search')
-    const pass = passes(w)
-    tried.push({ rate, p99: w.latencyMs.p99, achieved: w.achievedRate, lost: w.lost, pass })
-    return pass
-  }
+async function searchRates (sessions: Session[]): Promise<SearchResult[]> {
+  const states = sessions.map((session) => ({
+    session,
+    tried: [] as SearchResult['tried'],
+    low: 0,
+    high: Number.POSITIVE_INFINITY,
+    rate: 2,
+    done: false
+  }))
   const roundRate = (rate: number): number => Number(rate.toPrecision(2))
-  let low = 0
-  let high = Number.POSITIVE_INFINITY
-  let rate = 2
-  for (let step = 0; step < config.searchSteps; step++) {
-    if (await trial(rate)) low = rate
-    else high = rate
-    if (!Number.isFinite(high)) rate *= 2
-    else if (low === 0) rate /= 2
-    else rate = roundRate((low + high) / 2)
-    if (rate < 0.25 || (low > 0 && Number.isFinite(high) && (high - low) / high < 0.15) || rate === low || rate === high) break
+  for (let step = 0; step < config.searchSteps && states.some((s) => !s.done); step++) {
+    for (const state of states.filter((s) => !s.done)) {
+      const { rate } = state
+      const w = await measure(state.session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate), 'search')
+      const pass = passes(w)
+      state.tried.push({ rate, p99: w.latencyMs.p99, achieved: w.achievedRate, lost: w.lost, pass })
+      if (pass) state.low = rate
+      else state.high = rate
+      if (!Number.isFinite(state.high)) state.rate = rate * 2
+      else if (state.low === 0) state.rate = rate / 2
+      else state.rate = roundRate((state.low + state.high) / 2)
+      state.done = state.rate < 0.25 || state.rate === state.low || state.rate === state.high ||
+        (state.low > 0 && Number.isFinite(state.high) && (state.high - state.low) / state.high < 0.15)
+    }
   }
-  return { server: session.options.server, batch: session.options.batch, clients: session.options.clients, seconds: config.searchSeconds, maxRate: low, tried }
+  return states.map(({ session, tried, low }) => ({
+    server: session.options.server,
+    batch: session.options.batch,
+    clients: session.options.clients,
+    seconds: config.searchSeconds,
+    maxRate: low,
+    tried
+  }))
 }
 
 async function measureEmitCost (): Promise<EmitCostResult> {
@@ -221,38 +243,46 @@ async function main (): Promise<void> {
   const needsSearch = (server: ServerKind, batch: boolean): boolean =>
     config.search && ((server === 'baseline') || (server === 'service' && (batch || !config.batch)))
 
+  // All variants of one N are up at once and take turns window by window (A/B/A/B), so other jobs on the
+  // shared cores slow both sides alike; the idle ones cost nearly nothing meanwhile.
+  const runVariants = async (clients: number, work: (sessions: Session[]) => Promise<void>): Promise<void> => {
+    const sessions: Session[] = []
+    try {
+      for (const { server, batch } of variants()) sessions.push(await openMeasuredSession(server, batch, clients))
+      await work(sessions)
+    } finally {
+      await Promise.all(sessions.map((session) => session.close()))
+    }
+  }
+  const searched = (sessions: Session[]): Session[] => sessions.filter((s) => needsSearch(s.options.server, s.options.batch))
+
   for (const clients of config.clients) {
-    for (let round = 0; round < config.repeat; round++) {
-      for (const { server, batch } of variants()) {
-        const session = await openMeasuredSession(server, batch, clients)
-        try {
-          for (const rate of config.rates) await measure(session, rate, config.seconds, 'matrix')
-          if (clients === config.searchClients && needsSearch(server, batch) && round === 0) {
-            searches.push(await searchRate(session))
-          }
-        } finally {
-          await session.close()
+    await runVariants(clients, async (sessions) => {
+      for (const rate of config.rates) {
+        for (let round = 0; round < config.repeat; round++) {
+          for (const session of sessions) await measure(session, rate, config.seconds, 'matrix')
         }
       }
-    }
+      if (clients === config.searchClients && config.search) searches.push(...await searchRates(searched(sessions)))
+    })
   }
 
   // The quick run has no 10,000-client cells in its matrix, so its rate search gets sessions of its own.
   if (config.search && !config.clients.includes(config.searchClients)) {
-    for (const { server, batch } of variants()) {
-      if (!needsSearch(server, batch)) continue
-      const session = await openMeasuredSession(server, batch, config.searchClients)
-      try {
-        searches.push(await searchRate(session))
-      } finally {
-        await session.close()
+    const sessions: Session[] = []
+    try {
+      for (const { server, batch } of variants().filter((v) => needsSearch(v.server, v.batch))) {
+        sessions.push(await openMeasuredSession(server, batch, config.searchClients))
       }
+      searches.push(...await searchRates(sessions))
+    } finally {
+      await Promise.all(sessions.map((session) => session.close()))
     }
   }
 
   // 10,000 idle connections with a 1 s heartbeat on the service: the idle hold then spans three ticks,
   // and its loop delay shows how long one tick over every socket holds up everything else.
-  if (!quick && config.servers.includes('service')) {
+  if (!quick && config.servers.includes('service') && config.clients.includes(config.idleClients)) {
     const session = await openMeasuredSession('service', config.batch, config.idleClients, { BENCH_HEARTBEAT_INTERVAL_MS: '1000' }, 3500)
     await session.close()
   }
@@ -265,6 +295,7 @@ async function main (): Promise<void> {
     config,
     fdLimit: { wanted: WANTED_FD_LIMIT, got: [...fdLimits] },
     emitCost,
+    storms,
     connections,
     windows,
     searches,

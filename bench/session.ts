@@ -90,6 +90,10 @@ export interface Session {
   readonly url: string
   readonly fdLimits: number[]
   connect(count: number, concurrency: number): Promise<ConnectResult>
+  /** Opens `count` raw WebSocket handshakes at once from one client process, times them to the last `init`, then drops them. */
+  storm(count: number): Promise<ConnectResult>
+  /** Resolves once the server tracks at most `count` clients (after clients went away), or after `timeoutMs`. */
+  waitForServerClients(count: number, timeoutMs?: number): Promise<number>
   open(): Promise<number>
   serverMemory(): Promise<MemoryResult>
   measure(window: WindowOptions): Promise<WindowResult>
@@ -133,6 +137,21 @@ export async function openSession (options: SessionOptions): Promise<Session> {
     }
   }
 
+  const storm = async (count: number): Promise<ConnectResult> => {
+    const [first] = clientProcesses
+    if (first === undefined) throw new Error('no client process')
+    return first.request<ConnectResult>('storm', { port: server.ready.port, path: `/ws${batch ? '?batch=1' : ''}`, count }, 120_000)
+  }
+
+  const waitForServerClients = async (count: number, timeoutMs = 10_000): Promise<number> => {
+    const deadline = performance.now() + timeoutMs
+    while (true) {
+      const now = await server.request<number>('clientCount')
+      if (now <= count || performance.now() > deadline) return now
+      await sleep(20)
+    }
+  }
+
   const open = async (): Promise<number> => sum((await onEach<ProgressResult>('progress')).map((p) => p.open))
 
   const session: Session = {
@@ -141,6 +160,8 @@ export async function openSession (options: SessionOptions): Promise<Session> {
     url,
     fdLimits: [server.ready.fdLimit, ...clientProcesses.map((child) => child.ready.fdLimit)],
     connect,
+    storm,
+    waitForServerClients,
     open,
     serverMemory: () => server.request<MemoryResult>('memory'),
 

@@ -19,6 +19,11 @@ for (const { server, batch } of variants) {
     const session = await openConnectedSession({ server, batch, clients, connectConcurrency: clients })
     t.teardown(() => session.close())
 
+    const storm = await session.storm(clients)
+    t.equal(storm.opened, clients, 'every raw handshake of the storm got its init')
+    t.equal(storm.failed, 0)
+    t.ok(storm.elapsedMs > 0, 'the storm is timed')
+
     const window = await session.measure({ rate: 200, seconds: 0.5 })
     t.equal(window.clients, clients, 'every client was connected when the window started')
     t.ok(window.emitted > 0, 'the emitter emitted')
@@ -45,6 +50,7 @@ for (const { server, batch } of variants) {
       config: { seconds: 0.5 },
       fdLimit: { wanted: 65536, got: session.fdLimits },
       emitCost: undefined,
+      storms: [],
       connections: [],
       windows: [{ phase: 'matrix', ...window }],
       searches: [],
