@@ -131,6 +131,9 @@ async function openMeasuredSession (server: ServerKind, batch: boolean, clients:
     const serverDuringConnect = await session.server.request<MeasureResult>('measureStop')
     if (connected.failed > 0) throw new Error(`${connected.failed} of ${clients} clients failed to connect to ${server}: ${connected.errors.join('; ')}`)
     const after = await session.serverMemory()
+    // One unmeasured second of events first, so the first window does not pay for JIT warm-up of the send path
+    // (and the idle hold after it does not count the tail of the connect work).
+    await session.measure({ rate: Math.min(20, Math.max(1, Math.round(20_000 / clients))), seconds: quick ? 0.5 : 1 })
     const idle = idleHoldMs > 0 ? await session.holdIdle(idleHoldMs) : undefined
     connections.push({
       server,
@@ -148,8 +151,6 @@ async function openMeasuredSession (server: ServerKind, batch: boolean, clients:
       idleEventLoopDelayMaxMs: idle?.eventLoopDelayMaxMs ?? Number.NaN,
       heartbeatIntervalMs: serverEnv.BENCH_HEARTBEAT_INTERVAL_MS === undefined ? undefined : Number(serverEnv.BENCH_HEARTBEAT_INTERVAL_MS)
     })
-    // One unmeasured second of events first, so the first window does not pay for JIT warm-up of the send path.
-    await session.measure({ rate: Math.min(20, Math.max(1, Math.round(20_000 / clients))), seconds: quick ? 0.5 : 1 })
     log(`${server}${batch ? '+batch' : ''}: ${clients} clients in ${connected.elapsedMs.toFixed(0)} ms, ` +
       `${((after.rssBytes - before.rssBytes) / 1024 / clients).toFixed(1)} KiB RSS each`)
     return session
