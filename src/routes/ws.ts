@@ -90,7 +90,15 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
       }
     }
   }, (socket, request) => {
-    fastify.events.connect(socket, { since: request.query.since, batched: request.query.batch === '1' })
+    try {
+      fastify.events.connect(socket, { since: request.query.since, batched: request.query.batch === '1' })
+    } catch (err) {
+      // Left to @fastify/websocket, the socket would be dropped without a close frame (1006): the
+      // client could not tell a server fault from a network one.
+      request.log.error({ err }, 'WebSocket connect failed')
+      socket.close(CloseCode.UNEXPECTED_CONDITION, 'internal error')
+      return
+    }
 
     const limit = createRateLimiter()
     const admit = (): boolean => {
