@@ -39,6 +39,8 @@ export class StreamReader {
     let resolveOpened: (init: InitPayload) => void
     let rejectOpened: (err: Error) => void
     this.opened = new Promise((resolve, reject) => { resolveOpened = resolve; rejectOpened = reject })
+    // A reader that closes before init and is never awaited is not an unhandled rejection.
+    this.opened.catch(() => {})
     this.closed = new Promise(resolve => {
       this.socket.on('close', (code: number, reason: Buffer) => {
         this.closeCode = code
