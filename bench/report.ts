@@ -35,7 +35,7 @@ export interface StormRow {
 }
 
 /** A measured window and what it was for: a cell of the matrix or a trial of the rate search. */
-export type ReportedWindow = WindowResult & { phase: 'matrix' | 'search' }
+export type ReportedWindow = WindowResult & { phase: 'matrix' | 'search' | 'heartbeat' }
 
 export interface SearchResult {
   server: ServerKind
@@ -147,15 +147,19 @@ export function formatReport (report: BenchReport): string {
       ['server', 'N', 'in flight', 'connect+init ms', 'server CPU ms', 'client CPU ms', 'RSS KiB/conn', 'heap KiB/conn', 'idle CPU %', 'idle loop delay max ms', 'heartbeat'],
       report.connections.map((c) => [
         label(c), String(c.clients), String(c.concurrency), fixed(c.connectMs, 0), fixed(c.connectServerCpuMs, 0), fixed(c.connectClientCpuMs, 0), fixed(c.rssPerConnectionKiB), fixed(c.heapPerConnectionKiB),
-        fixed(c.idleCpuPercent), fixed(c.idleEventLoopDelayMaxMs), c.heartbeatIntervalMs === undefined ? 'default' : `${c.heartbeatIntervalMs} ms`
+        fixed(c.idleCpuPercent), fixed(c.idleEventLoopDelayMaxMs), c.server === 'baseline' ? 'none' : c.heartbeatIntervalMs === undefined ? 'default' : `${c.heartbeatIntervalMs / 1000} s`
       ])
     ))
   }
 
-  for (const c of report.connections.filter((c) => c.heartbeatIntervalMs !== undefined && Number.isFinite(c.idleCpuPercent))) {
+  for (const c of report.connections.filter((c) => c.heartbeatIntervalMs !== undefined && c.heartbeatIntervalMs <= 60_000 && Number.isFinite(c.idleCpuPercent))) {
     const interval = c.heartbeatIntervalMs as number
-    out.push('', `heartbeat with ${c.clients} idle ${label(c)} clients, one ping round every ${interval} ms: ` +
-      `~${fixed(c.idleCpuPercent / 100 * interval, 0)} ms of server CPU per round, longest event-loop stall ${fixed(c.idleEventLoopDelayMaxMs, 0)} ms`)
+    out.push('', `Heartbeat: ${c.clients} idle ${label(c)} clients, one ping round every ${interval} ms: ` +
+      `~${fixed(c.idleCpuPercent / 100 * interval, 0)} ms of server CPU per round, longest event-loop stall ${fixed(c.idleEventLoopDelayMaxMs, 0)} ms.`)
+    const during = report.windows.filter((w) => w.phase === 'heartbeat')
+    if (during.length > 0) {
+      out.push('Broadcasting through those rounds (compare the rate search trials at the same rate, which run without heartbeat):', '', windowTable(during))
+    }
   }
 
   if (report.searches.length > 0) {

@@ -45,7 +45,9 @@ const config = {
   clients: list(flags.clients, quick ? [100, 1000] : [100, 1000, 5000, 10000]),
   rates: list(flags.rates, [20, 200]),
   repeat: Number(flags.repeat ?? 1),
-  clientProcesses: Number(flags['client-procs'] ?? 1),
+  // Two: with batching the server spends less per event than a client does to read it, and one client
+  // process (one core at most) would then be what the window measures.
+  clientProcesses: Number(flags['client-procs'] ?? 2),
   servers: (flags.servers ?? 'service,baseline').split(',') as ServerKind[],
   batch: !flags['no-batch'],
   search: !flags['no-search'],
@@ -53,7 +55,15 @@ const config = {
   searchClients: 10_000,
   searchSteps: quick ? 2 : 7,
   searchSeconds: quick ? 2 : 10,
-  searchMinEvents: quick ? 4 : 20,
+  searchMinEvents: quick ? 4 : 10,
+  searchMaxSeconds: 30,
+  /**
+   * The service's heartbeat in matrix and search sessions. Variants of one N are up together, so a ping
+   * round over 10,000 idle sockets in a neighbour would land in another's window; the heartbeat gets a
+   * session of its own instead (1 s rounds, idle hold, then a window at 2 ev/s).
+   */
+  matrixHeartbeatMs: 600_000,
+  heartbeatWindowRate: 2,
   /** Idle hold after connecting (CPU and loop delay with no events); the service's heartbeat session holds longer. */
   idleHoldMs: quick ? 0 : 2000,
   idleClients: 10_000,
@@ -160,6 +170,10 @@ async function openMeasuredSession (server: ServerKind, batch: boolean, clients:
   }
 }
 
+function matrixEnv (server: ServerKind): NodeJS.ProcessEnv {
+  return server === 'service' ? { BENCH_HEARTBEAT_INTERVAL_MS: String(config.matrixHeartbeatMs) } : {}
+}
+
 /** Reconnects clients a previous window lost (e.g. closed as slow consumers), so every window starts with N. */
 async function topUp (session: Session): Promise<void> {
   const open = await session.open()
@@ -200,7 +214,8 @@ async function searchRates (sessions: Session[]): Promise<SearchResult[]> {
   for (let step = 0; step < config.searchSteps && states.some((s) => !s.done); step++) {
     for (const state of states.filter((s) => !s.done)) {
       const { rate } = state
-      const w = await measure(state.session, rate, Math.max(config.searchSeconds, config.searchMinEvents / rate), 'search')
+      const seconds = Math.max(config.searchSeconds, Math.min(config.searchMaxSeconds, config.searchMinEvents / rate))
+      const w = await measure(state.session, rate, seconds, 'search')
       const pass = passes(w)
       state.tried.push({ rate, p99: w.latencyMs.p99, achieved: w.achievedRate, lost: w.lost, pass })
       if (pass) state.low = rate
@@ -249,7 +264,7 @@ async function main (): Promise<void> {
   const runVariants = async (clients: number, work: (sessions: Session[]) => Promise<void>): Promise<void> => {
     const sessions: Session[] = []
     try {
-      for (const { server, batch } of variants()) sessions.push(await openMeasuredSession(server, batch, clients))
+      for (const { server, batch } of variants()) sessions.push(await openMeasuredSession(server, batch, clients, matrixEnv(server)))
       await work(sessions)
     } finally {
       await Promise.all(sessions.map((session) => session.close()))
@@ -273,7 +288,7 @@ async function main (): Promise<void> {
     const sessions: Session[] = []
     try {
       for (const { server, batch } of variants().filter((v) => needsSearch(v.server, v.batch))) {
-        sessions.push(await openMeasuredSession(server, batch, config.searchClients))
+        sessions.push(await openMeasuredSession(server, batch, config.searchClients, matrixEnv(server)))
       }
       searches.push(...await searchRates(sessions))
     } finally {
@@ -285,7 +300,11 @@ async function main (): Promise<void> {
   // and its loop delay shows how long one tick over every socket holds up everything else.
   if (!quick && config.servers.includes('service') && config.clients.includes(config.idleClients)) {
     const session = await openMeasuredSession('service', config.batch, config.idleClients, { BENCH_HEARTBEAT_INTERVAL_MS: '1000' }, 3500)
-    await session.close()
+    try {
+      await measure(session, config.heartbeatWindowRate, quick ? 3 : 6, 'heartbeat')
+    } finally {
+      await session.close()
+    }
   }
 
   const report: BenchReport = {
