@@ -296,7 +296,7 @@ const traversalTargets = [
   '/sprint-status.yaml/../../secret.txt', '/orchestrator.md%2f..%2f..%2fsecret.txt', '/lib/app.js/..%2f..%2f..%2fsecret.txt',
   `/${encodeURIComponent(absoluteSecret)}`, `/${absoluteSecret}`, `//${absoluteSecret.slice(1)}`, `/%2f${absoluteSecret.slice(1).split('/').join('%2f')}`,
   '/etc/passwd', '//etc/passwd', '/%2fetc%2fpasswd', '/file:///etc/passwd', '/C:%5cWindows%5cwin.ini', '/C:\\Windows\\win.ini',
-  `http://127.0.0.1/../secret.txt`, `http://127.0.0.1/%2e%2e/secret.txt`,
+  'http://127.0.0.1/../secret.txt', 'http://127.0.0.1/%2e%2e/secret.txt',
   '/link.txt', '/LINK.TXT', '/up/secret.txt', '/up/dashboard/index.html', '/up/dashboard/.env', '/etc/hosts', '/etc/hostname',
   '/lib/nested-link.js', '/.env', '/%2eenv', '/lib/..%2f.env', '/.%65nv', '/lib/../.env'
 ]
@@ -381,7 +381,7 @@ t.test(`${cases.length} hostile inputs are refused clearly and change nothing`, 
 
 t.test('no prototype was polluted', async t => {
   t.equal(({} as Record<string, unknown>).polluted, undefined)
-  t.notOk(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted'))
+  t.notOk(Object.hasOwn(Object.prototype, 'polluted'))
   t.equal(Object.getPrototypeOf({}), Object.prototype)
 })
 

@@ -92,16 +92,16 @@ export async function readRss (pid: number): Promise<number> {
 /** Samples a process's RSS every `intervalMs` and keeps the peak; `stop()` ends sampling. */
 export function trackRss (pid: number, intervalMs = 50): { readonly peak: number, stop: () => Promise<number> } {
   let peak = 0
-  let stopped = false
+  const state = { stopped: false }
   const sample = async (): Promise<void> => {
     try {
       peak = Math.max(peak, await readRss(pid))
     } catch {
-      stopped = true // the process is gone
+      state.stopped = true // the process is gone
     }
   }
   const loop = (async () => {
-    while (!stopped) {
+    while (!state.stopped) {
       await sample()
       await new Promise(resolve => setTimeout(resolve, intervalMs))
     }
@@ -109,7 +109,7 @@ export function trackRss (pid: number, intervalMs = 50): { readonly peak: number
   return {
     get peak () { return peak },
     async stop () {
-      stopped = true
+      state.stopped = true
       await loop
       return peak
     }

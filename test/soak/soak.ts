@@ -115,14 +115,26 @@ class SoakClient {
       const latency = this.latency
       reader.onEvent = (_id, timestamp) => { if (timestamp !== null) latency.record(Date.now() - timestamp) }
     }
-    void reader.closed.then(({ code, reason }) => {
+    // resume() never rejects, so this chain needs no catch.
+    reader.closed.then(async ({ code, reason }) => {
       if (this.expectingClose || this.stopping()) return
       // The server closed it (heartbeat, slow consumer, ...): a finding, then resume as the dashboard would.
       this.violations.push(`client ${this.index}: closed by the server with ${code} ${reason}`)
+      if (this.violations.length > 20) return // the server is gone or refusing: stop retrying, the run has failed
       this.busy = true
-      void this.open(reader.lastId).finally(() => { this.busy = false })
+      await this.resume(reader.lastId)
+      this.busy = false
     })
     await reader.opened
+  }
+
+  /** Opens the next session; a session that cannot open is a finding, not a crash of the run. */
+  private async resume (since: number): Promise<void> {
+    try {
+      await this.open(since)
+    } catch (err) {
+      this.violations.push(`client ${this.index}: could not resume from ${since}: ${(err as Error).message}`)
+    }
   }
 
   async dropAndResume (abrupt: boolean, pauseMs: number): Promise<void> {
@@ -135,7 +147,7 @@ class SoakClient {
     await reader.closed
     this.expectingClose = false
     await sleep(pauseMs)
-    await this.open(reader.lastId)
+    await this.resume(reader.lastId)
     this.busy = false
   }
 
