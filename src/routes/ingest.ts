@@ -145,7 +145,10 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     if (request.validationError !== undefined) {
       const details = describeBody(body)
       if (details.length === 0) details.push({ path: '', message: request.validationError.message })
-      throw withDetails(new InvalidEventError(describeInvalidEvent(Array.isArray(body) ? `batch of ${inputs.length}` : (body as { type?: unknown })?.type, details)), details)
+      const subject = Array.isArray(body)
+        ? `batch of ${inputs.length}`
+        : typeof body === 'object' && body !== null ? (body as { type?: unknown }).type ?? 'without a type' : 'request body'
+      throw withDetails(new InvalidEventError(describeInvalidEvent(subject, details)), details)
     }
     if (Array.isArray(body)) {
       reply.code(201)

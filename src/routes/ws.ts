@@ -62,7 +62,13 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
         clientTracking: false
       },
       // The broadcaster's preClose closes every client with 1001; nothing is left for the default one.
-      preClose: (done) => { done() }
+      preClose: (done) => { done() },
+      // A client that breaks the protocol (bad UTF-8, oversized frame, reset) is its own problem, not the
+      // server's: ws has already closed it with the right code, so log it quietly instead of at error level.
+      errorHandler: (error, socket, request) => {
+        request.log.info({ err: error }, 'WebSocket client error')
+        socket.terminate()
+      }
     })
   }
 
