@@ -53,7 +53,9 @@ const config = {
   search: !flags['no-search'],
   /** The search at 10,000 clients: rates tried (doubling, then bisecting) and window length. */
   searchClients: 10_000,
-  searchSteps: quick ? 2 : 7,
+  /** From 4 ev/s: 4 → 128 is six doublings, leaving the full run three steps to bisect. */
+  searchSteps: quick ? 2 : 9,
+  searchStartRate: 4,
   searchSeconds: quick ? 2 : 10,
   searchMinEvents: quick ? 4 : 10,
   searchMaxSeconds: 30,
@@ -197,7 +199,7 @@ function passes (w: WindowResult): boolean {
 
 /**
  * The highest rate that keeps p99 under the budget with no loss, for each session: double (or halve) from
- * 2 ev/s until the verdict flips, then bisect. The sessions take turns trial by trial, so load from other
+ * 4 ev/s until the verdict flips, then bisect. The sessions take turns trial by trial, so load from other
  * jobs on the machine falls on both sides alike. Each trial lasts long enough for a few events even at a
  * fraction of 1 ev/s.
  */
@@ -207,7 +209,7 @@ async function searchRates (sessions: Session[]): Promise<SearchResult[]> {
     tried: [] as SearchResult['tried'],
     low: 0,
     high: Number.POSITIVE_INFINITY,
-    rate: 2,
+    rate: config.searchStartRate,
     done: false
   }))
   const roundRate = (rate: number): number => Number(rate.toPrecision(2))
