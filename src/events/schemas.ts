@@ -67,17 +67,18 @@ export const CycleEndSchema = Type.Object({
 }, closed)
 export type CycleEnd = Static<typeof CycleEndSchema>
 
-export const CommandStartSchema = Type.Object({
+/** The three keys that name one command run; every command:* event carries them. */
+const commandKeys = {
   story_key: Key,
   command: Key,
   task_id: Key
-}, closed)
+}
+
+export const CommandStartSchema = Type.Object(commandKeys, closed)
 export type CommandStart = Static<typeof CommandStartSchema>
 
 export const CommandProgressSchema = Type.Object({
-  story_key: Key,
-  command: Key,
-  task_id: Key,
+  ...commandKeys,
   message: Message
 }, closed)
 export type CommandProgress = Static<typeof CommandProgressSchema>
@@ -89,9 +90,7 @@ export const CommandMetricsSchema = Type.Object({
 export type CommandMetrics = Static<typeof CommandMetricsSchema>
 
 export const CommandEndSchema = Type.Object({
-  story_key: Key,
-  command: Key,
-  task_id: Key,
+  ...commandKeys,
   status: Status,
   metrics: Type.Optional(CommandMetricsSchema)
 }, closed)
