@@ -136,8 +136,11 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
           // (measured 11 µs -> 2.3 µs per event per client for bursts of 10).
           const raw = (socket as unknown as { _socket?: Socket })._socket
           raw?.cork()
-          for (const frame of frames) socket.send(frame, { binary: false })
-          raw?.uncork()
+          try {
+            for (const frame of frames) socket.send(frame, { binary: false })
+          } finally {
+            raw?.uncork()
+          }
         }
       } catch (err) {
         log.debug({ err }, 'WebSocket send failed; dropping client')

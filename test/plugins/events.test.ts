@@ -240,3 +240,18 @@ t.test('heartbeat pings are spread over the round and only the silent client goe
   await waitFor(() => app.events.clientCount === 11)
   t.ok(healthy.every(({ client }) => client.socket.readyState === client.socket.OPEN), 'every answering client stays')
 })
+
+t.test('events beyond retainEvents are pruned in the background; resuming from a pruned id resets', async t => {
+  const { app, wsUrl } = await listen(t, { retainEvents: 10, recentEvents: 5 })
+  for (let i = 0; i < 50; i++) app.events.emit('error', { type: 'x', message: String(i) })
+  await waitFor(() => app.sprintStore.countEvents() === 10)
+  t.equal(app.sprintStore.getOldestEventId(), 41)
+  t.equal(app.events.lastEventId, 50, 'pruning never lowers the last id')
+  const pruned = await connect(t, `${wsUrl}?since=20`)
+  t.equal(pruned.init.payload.reset, true, 'the client lacks pruned events: rebuild')
+  t.same(pruned.init.payload.events.map((e: Envelope) => e.id), [46, 47, 48, 49, 50])
+  const retained = await connect(t, `${wsUrl}?since=45`)
+  t.equal(retained.init.payload.resumed, true)
+  t.same(retained.init.payload.events.map((e: Envelope) => e.id), [46, 47, 48, 49, 50])
+  t.equal(app.events.emit('error', { type: 'x', message: 'next' }).id, 51)
+})
