@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { once } from 'node:events'
@@ -17,6 +17,25 @@ export async function tempDir (t: TestContext, prefix = 'sprint-dashboard-'): Pr
   const dir = await mkdtemp(path.join(tmpdir(), prefix))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   return dir
+}
+
+/**
+ * A dashboard directory with a page and an asset, and traps for traversal tests:
+ * a dotfile inside, a secret beside it, and symlinks pointing out.
+ */
+export async function dashboardFixture (t: TestContext): Promise<{ root: string, dashboardDir: string, artifactsDir: string }> {
+  const root = await tempDir(t)
+  const dashboardDir = path.join(root, 'dashboard')
+  const artifactsDir = path.join(root, 'artifacts')
+  await mkdir(path.join(dashboardDir, 'lib'), { recursive: true })
+  await mkdir(artifactsDir)
+  await writeFile(path.join(dashboardDir, 'index.html'), '<!doctype html><title>dash</title>')
+  await writeFile(path.join(dashboardDir, 'lib', 'app.js'), 'export {}')
+  await writeFile(path.join(dashboardDir, '.env'), 'SECRET=1')
+  await writeFile(path.join(root, 'secret.txt'), 'TOP SECRET')
+  await symlink(path.join(root, 'secret.txt'), path.join(dashboardDir, 'link.txt'))
+  await symlink(root, path.join(dashboardDir, 'up'))
+  return { root, dashboardDir, artifactsDir }
 }
 
 export interface BuildResult {

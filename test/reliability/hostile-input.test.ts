@@ -1,8 +1,8 @@
 import t from 'tap'
-import { mkdir, symlink, writeFile } from 'node:fs/promises'
+import { symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { WebSocket } from 'ws'
-import { closed, connect, listen, tempDir, validPayloads, waitFor, type TestClient } from '../helper.ts'
+import { closed, connect, dashboardFixture, listen, validPayloads, waitFor, type TestClient } from '../helper.ts'
 import { Limits } from '../../src/events/schemas.ts'
 import { frame, Opcode, rawGet, rawHttp } from './wire.ts'
 
@@ -27,18 +27,8 @@ interface Case {
   message: RegExp
 }
 
-const root = await tempDir(t, 'sprint-hostile-')
-const dashboardDir = path.join(root, 'dashboard')
-const artifactsDir = path.join(root, 'artifacts')
-await mkdir(path.join(dashboardDir, 'lib'), { recursive: true })
-await mkdir(artifactsDir)
-await writeFile(path.join(dashboardDir, 'index.html'), '<!doctype html><title>dash</title>')
-await writeFile(path.join(dashboardDir, 'lib', 'app.js'), 'export {}')
-await writeFile(path.join(dashboardDir, '.env'), 'SECRET=1')
-await writeFile(path.join(root, 'secret.txt'), 'TOP SECRET')
+const { root, dashboardDir, artifactsDir } = await dashboardFixture(t)
 await writeFile(path.join(artifactsDir, 'orchestrator.md'), '# fine to read')
-await symlink(path.join(root, 'secret.txt'), path.join(dashboardDir, 'link.txt'))
-await symlink(root, path.join(dashboardDir, 'up'))
 await symlink('/etc', path.join(dashboardDir, 'etc'))
 await symlink(path.join(root, 'secret.txt'), path.join(dashboardDir, 'lib', 'nested-link.js'))
 

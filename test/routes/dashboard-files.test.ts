@@ -1,27 +1,11 @@
 import t from 'tap'
-import { mkdir, writeFile, symlink } from 'node:fs/promises'
-import net from 'node:net'
+import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { build, listen, tempDir } from '../helper.ts'
-
-/** A dashboard directory with a page, an asset, a secret beside it and symlinks pointing out. */
-async function fixture (t: Parameters<typeof tempDir>[0]) {
-  const root = await tempDir(t)
-  const dashboardDir = path.join(root, 'dashboard')
-  const artifactsDir = path.join(root, 'artifacts')
-  await mkdir(path.join(dashboardDir, 'lib'), { recursive: true })
-  await mkdir(artifactsDir)
-  await writeFile(path.join(dashboardDir, 'index.html'), '<!doctype html><title>dash</title>')
-  await writeFile(path.join(dashboardDir, 'lib', 'app.js'), 'export {}')
-  await writeFile(path.join(dashboardDir, '.env'), 'SECRET=1')
-  await writeFile(path.join(root, 'secret.txt'), 'TOP SECRET')
-  await symlink(path.join(root, 'secret.txt'), path.join(dashboardDir, 'link.txt'))
-  await symlink(root, path.join(dashboardDir, 'up'))
-  return { root, dashboardDir, artifactsDir }
-}
+import { build, dashboardFixture, listen } from '../helper.ts'
+import { rawGet } from '../reliability/wire.ts'
 
 t.test('GET / serves the dashboard page with CSP and nosniff', async t => {
-  const { dashboardDir, artifactsDir } = await fixture(t)
+  const { dashboardDir, artifactsDir } = await dashboardFixture(t)
   const { app } = await build(t, { dashboardDir, artifactsDir })
   const response = await app.inject({ url: '/' })
   t.equal(response.statusCode, 200)
@@ -46,7 +30,7 @@ t.test('the shipped dashboard page loads its assets by relative URL', async t =>
 })
 
 t.test('whitelisted data files: artifacts dir first, then the dashboard dir, with their types', async t => {
-  const { dashboardDir, artifactsDir } = await fixture(t)
+  const { dashboardDir, artifactsDir } = await dashboardFixture(t)
   await writeFile(path.join(artifactsDir, 'sprint-status.yaml'), 'development_status:\n  2a-1: done\n')
   await writeFile(path.join(dashboardDir, 'sprint-status.yaml'), 'from: dashboard\n')
   await writeFile(path.join(dashboardDir, 'orchestrator.md'), '# Orchestrator\n')
@@ -74,7 +58,7 @@ t.test('a missing data file is a 404 with a clear message', async t => {
 })
 
 t.test('the whitelist is an option', async t => {
-  const { artifactsDir, dashboardDir } = await fixture(t)
+  const { artifactsDir, dashboardDir } = await dashboardFixture(t)
   await writeFile(path.join(artifactsDir, 'plan.json'), '{}')
   await writeFile(path.join(artifactsDir, 'orchestrator.md'), '# o')
   const { app } = await build(t, { artifactsDir, dashboardDir, dataFiles: { 'plan.json': 'application/json' } })
@@ -91,24 +75,8 @@ t.test('CORS allows any origin on read-only routes by default', async t => {
   t.equal(limited.headers['access-control-allow-origin'], 'https://ops.example.com')
 })
 
-/** Sends a raw request line so that no client library normalises the path first. */
-async function rawGet (port: number, target: string): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => {
-      socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
-    })
-    let data = ''
-    socket.on('data', chunk => { data += chunk.toString('latin1') })
-    socket.on('end', () => {
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1] ?? 0)
-      resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4) })
-    })
-    socket.on('error', reject)
-  })
-}
-
 t.test('nothing outside the dashboard directory and the whitelist can be read', async t => {
-  const { dashboardDir, artifactsDir } = await fixture(t)
+  const { dashboardDir, artifactsDir } = await dashboardFixture(t)
   const { port } = await listen(t, { dashboardDir, artifactsDir })
   const attempts = [
     '/../secret.txt', '/..%2fsecret.txt', '/%2e%2e/secret.txt', '/%2e%2e%2fsecret.txt', '/%2E%2E%2Fsecret.txt',
