@@ -43,8 +43,9 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
         statusCode,
         code: error.code,
         error: STATUS_CODES[statusCode] ?? 'Error',
-        // Internal failures keep their details in the log, not on the wire.
-        message: statusCode >= 500 ? 'Internal Server Error' : error.message,
+        // Our own errors (SPRINT_ codes) are written to be read by the caller, whatever their status;
+        // unexpected failures keep their details in the log, not on the wire.
+        message: statusCode >= 500 && !String(error.code).startsWith('SPRINT_') ? 'Internal Server Error' : error.message,
         ...(error.details === undefined ? {} : { details: error.details })
       })
     })

@@ -39,7 +39,9 @@ t.test('404 when the file is absent, 500 when it does not parse', async (t) => {
   await writeFile(path.join(artifactsDir, 'sprint-status.yaml'), 'development_status: [\n')
   const broken = await fetch(`${url}/api/sprint-status`)
   t.equal(broken.status, 500)
-  t.match(await broken.json(), { statusCode: 500, code: 'SPRINT_STATUS_INVALID' })
+  const body = await broken.json()
+  t.match(body, { statusCode: 500, code: 'SPRINT_STATUS_INVALID' })
+  t.notMatch(body.message, /^Internal Server Error$/, 'the operator is told why the file does not parse')
 })
 
 t.test('under a prefix', async (t) => {
