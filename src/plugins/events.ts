@@ -79,6 +79,12 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
   let uncommitted: string[] = []
   let commitScheduled: NodeJS.Immediate | null = null
   const slowCloseTimers = new Set<NodeJS.Timeout>()
+  /**
+   * The `init` of a client that is not resuming, encoded and framed once and
+   * shared by every such connect until the stored events change: a connection
+   * storm then costs one SQLite read, not one per client.
+   */
+  let freshInit: { payload: Buffer, framed: Buffer } | null = null
 
   function remove (client: Client): void {
     clients.delete(client)
@@ -161,6 +167,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       if (store.db.inTransaction) store.db.exec('ROLLBACK')
       return
     }
+    if (jsons.length > 0) freshInit = null
     fanOut(jsons)
   }
 
@@ -197,6 +204,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         return
       }
       store.deleteEventsUpTo(Math.min(cutoff, oldest + PRUNE_CHUNK - 1))
+      // With retainEvents below recentEvents, pruning reaches into what init shows.
+      freshInit = null
       pruneTimer = setImmediate(step)
     }
     pruneTimer = setImmediate(step)
@@ -311,6 +320,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       // Committed before returning, so an HTTP caller is answered only for durable events.
       commitAndPublish()
       const rows = store.appendEvents(prepared, Date.now())
+      freshInit = null
       fanOut(rows.map(envelopeJson))
       const envelopes = rows.map((row, index) =>
         ({ id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp }) as Envelope)
@@ -356,7 +366,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       // The turn's uncommitted events are visible to this connection's reads, so
       // they would be in the snapshot: commit and send them to the others first.
       commitAndPublish()
-      socket.send(buildInit(request))
+      if (request.since === undefined) {
+        if (freshInit === null) {
+          const payload = Buffer.from(buildInit(request))
+          freshInit = { payload, framed: textFrame(payload) }
+        }
+        sendFramed(socket, freshInit.framed, [freshInit.payload])
+      } else {
+        socket.send(buildInit(request))
+      }
       const now = Date.now()
       const client: Client = { socket, batched: request.batched === true, lastPongAt: now }
       clients.add(client)

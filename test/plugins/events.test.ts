@@ -1,4 +1,7 @@
 import t from 'tap'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import { WebSocketServer, type WebSocket } from 'ws'
 import Fastify from 'fastify'
 import path from 'node:path'
 import storePlugin from '../../src/plugins/store.ts'
@@ -254,4 +257,47 @@ t.test('events beyond retainEvents are pruned in the background; resuming from a
   t.equal(retained.init.payload.resumed, true)
   t.same(retained.init.payload.events.map((e: Envelope) => e.id), [46, 47, 48, 49, 50])
   t.equal(app.events.emit('error', { type: 'x', message: 'next' }).id, 51)
+})
+
+t.test('every fresh init shows the stored events as they are now, after emit and emitMany', async t => {
+  const { app, wsUrl } = await listen(t)
+  const ids = async (): Promise<number[]> => (await connect(t, wsUrl)).init.payload.events.map((e: Envelope) => e.id)
+  t.same(await ids(), [])
+  t.same(await ids(), [], 'unchanged: the same init again')
+  app.events.emit('batch:start', { batch_id: 7, max_cycles: 1 })
+  const { init } = await connect(t, wsUrl)
+  t.match(init.payload.batch, { id: 7, status: 'running' }, 'the batch started since the last connect')
+  t.same(init.payload.events.map((e: Envelope) => e.id), [1])
+  app.events.emitMany([{ type: 'error', payload: { type: 'x', message: 'a' } }, { type: 'error', payload: { type: 'x', message: 'b' } }])
+  t.same(await ids(), [1, 2, 3])
+})
+
+t.test('a fresh init taken before a pruning step is not reused after it', async t => {
+  const { app } = await listen(t, { retainEvents: 2, recentEvents: 5 })
+  // Server-side sockets handed to events.connect directly, so that an init is built exactly between
+  // the commit and the prune step that follows it.
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await once(wss, 'listening')
+  const clients: TestClient[] = []
+  t.teardown(() => new Promise<void>(resolve => {
+    for (const client of clients) client.socket.terminate()
+    wss.close(() => resolve())
+  }))
+  const open = async (): Promise<{ client: TestClient, socket: WebSocket }> => {
+    const client = new TestClient(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`)
+    clients.push(client)
+    const [[socket]] = await Promise.all([once(wss, 'connection'), once(client.socket, 'open')])
+    return { client, socket }
+  }
+  const before = await open()
+  const after = await open()
+  for (let i = 0; i < 3; i++) app.events.emit('error', { type: 'x', message: String(i) })
+  app.events.flush()
+  // Committed; the prune step that keeps only the newest two is queued for a later turn.
+  app.events.connect(before.socket)
+  await waitFor(() => app.sprintStore.countEvents() === 2)
+  app.events.connect(after.socket)
+  const ids = async (client: TestClient): Promise<number[]> => (await client.next()).payload.events.map((e: Envelope) => e.id)
+  t.same(await ids(before.client), [1, 2, 3])
+  t.same(await ids(after.client), [2, 3])
 })
