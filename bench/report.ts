@@ -34,8 +34,11 @@ export interface StormRow {
   errors: string[]
 }
 
-/** A measured window and what it was for: a cell of the matrix or a trial of the rate search. */
-export type ReportedWindow = WindowResult & { phase: 'matrix' | 'search' | 'heartbeat' }
+/**
+ * A measured window and what it was for: a cell of the matrix, the same N again at a rate the baseline
+ * sustains (where it fell behind the cell's target), a trial of the rate search, or the heartbeat session.
+ */
+export type ReportedWindow = WindowResult & { phase: 'matrix' | 'equal-rate' | 'search' | 'heartbeat' }
 
 export interface SearchResult {
   server: ServerKind
@@ -75,31 +78,47 @@ function table (header: string[], rows: string[][]): string {
   return [line(header), '|' + widths.map((w, i) => i === 0 ? ` ${'-'.repeat(w)} ` : ` ${'-'.repeat(w - 1)}: `).join('|') + '|', ...rows.map(line)].join('\n')
 }
 
-function mean (values: number[]): number {
-  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length
+/** The middle value (mean of the two middle ones for an even count): one disturbed window of a few cannot move it. */
+export function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  if (sorted.length === 0) return Number.NaN
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
 }
 
-/** Matrix cells matched by (N, target rate), averaged over repeats; only windows of the matrix, not of the rate search. */
-function ratioRows (report: BenchReport): string[][] {
-  const cells = report.windows.filter((w) => w.phase === 'matrix')
+/**
+ * Windows of one phase matched by (N, target rate); with --repeat, the median over the rounds of each
+ * variant, then service ÷ baseline. Columns: N, ev/s, then per service variant CPU ×, p99 ×, and the rate
+ * each side achieved (service / baseline), so a ratio between different loads shows as one.
+ */
+function ratioRows (report: BenchReport, phase: ReportedWindow['phase']): string[][] {
+  const cells = report.windows.filter((w) => w.phase === phase)
   const keys = [...new Set(cells.map((w) => `${w.clients}/${w.targetRate}`))]
   const rows: string[][] = []
   for (const key of keys) {
     const at = cells.filter((w) => `${w.clients}/${w.targetRate}` === key)
     const baseline = at.filter((w) => w.server === 'baseline')
     if (baseline.length === 0) continue
-    const cpu = mean(baseline.map((w) => w.serverCpuUsPerDelivered))
-    const p99 = mean(baseline.map((w) => w.latencyMs.p99))
-    const of = (batch: boolean): [string, string] => {
+    const cpu = median(baseline.map((w) => w.serverCpuUsPerDelivered))
+    const p99 = median(baseline.map((w) => w.latencyMs.p99))
+    const achieved = median(baseline.map((w) => w.achievedRate))
+    const of = (batch: boolean): string[] => {
       const service = at.filter((w) => w.server === 'service' && w.batch === batch)
-      if (service.length === 0) return ['–', '–']
-      return [fixed(mean(service.map((w) => w.serverCpuUsPerDelivered)) / cpu, 2), fixed(mean(service.map((w) => w.latencyMs.p99)) / p99, 2)]
+      if (service.length === 0) return ['–', '–', '–']
+      return [
+        fixed(median(service.map((w) => w.serverCpuUsPerDelivered)) / cpu, 2),
+        fixed(median(service.map((w) => w.latencyMs.p99)) / p99, 2),
+        `${fixed(median(service.map((w) => w.achievedRate)))} / ${fixed(achieved)}`
+      ]
     }
     const [first] = at
-    rows.push([String(first?.clients), String(first?.targetRate), ...of(false), ...of(true)])
+    rows.push([String(first?.clients), String(first?.targetRate), String(baseline.length), ...of(false), ...of(true)])
   }
   return rows
 }
+
+const RATIO_HEADER = ['N', 'ev/s', 'rounds', 'service CPU ×', 'service p99 ×', 'ev/s achieved (service / baseline)',
+  'service+batch CPU ×', 'service+batch p99 ×', 'ev/s achieved (service+batch / baseline)']
 
 export function formatReport (report: BenchReport): string {
   const out: string[] = []
@@ -129,10 +148,17 @@ export function formatReport (report: BenchReport): string {
   )
   out.push(windowTable(report.windows.filter((w) => w.phase === 'matrix')))
 
-  const ratios = ratioRows(report)
+  const ratios = ratioRows(report, 'matrix')
   if (ratios.length > 0) {
-    out.push('', 'Ratios against the baseline of the same run (target: CPU ≤ 1.1, p99 ≤ 1.2)', '')
-    out.push(table(['N', 'ev/s', 'service CPU ×', 'service p99 ×', 'service+batch CPU ×', 'service+batch p99 ×'], ratios))
+    out.push('', 'Ratios against the baseline of the same run, median over rounds (target: CPU ≤ 1.1, p99 ≤ 1.2)', '')
+    out.push(table(RATIO_HEADER, ratios))
+  }
+  const equal = report.windows.filter((w) => w.phase === 'equal-rate')
+  if (equal.length > 0) {
+    out.push('', 'Where the baseline fell behind a target, every variant again at 90 % of the rate the baseline achieved', '')
+    out.push(windowTable(equal))
+    out.push('', 'Ratios at that equal rate, median over rounds', '')
+    out.push(table(RATIO_HEADER, ratioRows(report, 'equal-rate')))
   }
 
   if (report.storms.length > 0) {
