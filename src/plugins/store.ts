@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { createStore, type SprintStore } from '../store.ts'
+import { startCheckpointer } from '../checkpointer.ts'
 import type { ResolvedOptions } from '../options.ts'
 
 declare module 'fastify' {
@@ -10,11 +11,17 @@ declare module 'fastify' {
   }
 }
 
-/** Opens the SQLite store (one connection per plugin instance), decorates it as `sprintStore`, closes it on close. */
+/**
+ * Opens the SQLite store (one connection per plugin instance) and, for a database file, the WAL
+ * checkpointer beside it; decorates the store as `sprintStore`; closes both on close.
+ */
 const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async function storePlugin (fastify, options) {
   const store = createStore(options.dbPath)
+  const checkpointer = store.db.memory ? null : startCheckpointer(store.db, options.dbPath, fastify.log)
   fastify.decorate('sprintStore', store)
   fastify.addHook('onClose', async () => {
+    // The worker's connection goes first, so that the main one is the last and folds the WAL back in.
+    await checkpointer?.close()
     store.close()
   })
 }
