@@ -193,11 +193,28 @@ async function topUp (session: Session): Promise<void> {
   }
 }
 
+/**
+ * After a window the clients did not finish reading, the rest of its backlog is still in flight (often in
+ * kernel buffers under TCP memory pressure, stalled by retransmit backoff) and would land in the next window
+ * as stray deliveries and stalls. Fresh connections start the next window clean.
+ */
+async function replaceConnections (session: Session, w: WindowResult): Promise<void> {
+  const { server, batch, clients } = session.options
+  notes.push(`${server}${batch ? '+batch' : ''} N=${clients} R=${w.targetRate}: ${w.expected - w.delivered} messages not read by the end ` +
+    `of the drain${w.tcp === undefined ? '' : ` (kernel TCP memory pressure ×${w.tcp.memoryPressures}, ${w.tcp.retransmits} segments retransmitted)`}; ` +
+    'its connections were replaced before the next window')
+  await session.closeClients()
+  await session.waitForServerClients(0, 60_000)
+  const result = await session.connect(clients, 500)
+  if (result.failed > 0) throw new Error(`${result.failed} of ${clients} clients failed to reconnect to ${server}: ${result.errors.join('; ')}`)
+}
+
 async function measure (session: Session, rate: number, seconds: number, phase: ReportedWindow['phase']): Promise<WindowResult> {
   await topUp(session)
   const result = await session.measure({ rate, seconds, drainTimeoutMs: Math.max(10_000, seconds * 1000) })
   windows.push({ phase, ...result })
-  log(describe(result))
+  log(describe(result) + (result.tcp !== undefined && result.tcp.memoryPressures > 0 ? `, TCP memory pressure ×${result.tcp.memoryPressures}` : ''))
+  if (result.delivered < result.expected || (result.tcp?.memoryPressures ?? 0) > 0) await replaceConnections(session, result)
   return result
 }
 

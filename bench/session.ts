@@ -4,6 +4,7 @@ import { spawnBenchChild, type BenchChild } from './child-process.ts'
 import type { CollectResult, ConnectResult, ProgressResult } from './client-harness.ts'
 import { mergeHistograms, summarise, type LatencySummary } from './latency-histogram.ts'
 import { machineCpuBetween, sampleMachineCpu, type MachineCpu } from './machine-cpu.ts'
+import { sampleTcp, tcpBetween, type TcpSample } from './tcp-stats.ts'
 import type { EmitResult, MeasureResult, MemoryResult } from './server-control.ts'
 
 /**
@@ -82,6 +83,8 @@ export interface WindowResult {
    * other jobs sharing the cores make a window slower, so it is reported next to the numbers.
    */
   otherLoadPercent: number | undefined
+  /** Machine-wide TCP memory pressure and retransmits over the window and its drain (undefined off Linux). */
+  tcp: TcpSample | undefined
 }
 
 export interface Session {
@@ -170,6 +173,7 @@ export async function openSession (options: SessionOptions): Promise<Session> {
       await onEach('reset')
       await server.request('measureStart')
       const machineBefore = sampleMachineCpu()
+      const tcpBefore = sampleTcp()
       const emit = await server.request<EmitResult>('emit', { rate, seconds }, seconds * 1000 + 120_000)
       const emitEndedAt = performance.now()
       const expected = emit.emitted * openAtStart
@@ -186,6 +190,7 @@ export async function openSession (options: SessionOptions): Promise<Session> {
       }
       const drainMs = performance.now() - emitEndedAt
       const machineAfter = sampleMachineCpu()
+      const tcp = tcpBetween(tcpBefore, sampleTcp())
       const measured = await server.request<MeasureResult>('measureStop')
       const collected = await onEach<CollectResult>('collect')
       const histogram = mergeHistograms(collected.map((c) => c.histogram))
@@ -228,7 +233,8 @@ export async function openSession (options: SessionOptions): Promise<Session> {
         machineCpu,
         otherLoadPercent: machineCpu === undefined
           ? undefined
-          : Math.max(0, (100 - machineCpu.idlePercent - machineCpu.softirqPercent) * cpus().length - serverCpuPercent - clientCpuPercent)
+          : Math.max(0, (100 - machineCpu.idlePercent - machineCpu.softirqPercent) * cpus().length - serverCpuPercent - clientCpuPercent),
+        tcp
       }
     },
 

@@ -1,0 +1,42 @@
+import { readFileSync } from 'node:fs'
+
+/**
+ * Machine-wide TCP counters over a window. When clients read slower than a
+ * server sends, the bytes pile up in kernel socket buffers; past `tcp_mem`
+ * the kernel enters memory pressure and drops and retransmits even on
+ * loopback, with backoff, so a connection can stall for seconds and spill
+ * its backlog into the next window. The runner reports both counters and
+ * replaces a session's connections after such a window.
+ */
+
+export interface TcpSample {
+  /** TcpExt TCPMemoryPressures: times the kernel entered TCP memory pressure. */
+  memoryPressures: number
+  /** Tcp RetransSegs: segments retransmitted. */
+  retransmits: number
+}
+
+/** `name: a b c` / `name: 1 2 3` line pairs, as in /proc/net/netstat and /proc/net/snmp. */
+function counter (file: string, group: string, name: string): number | undefined {
+  const lines = readFileSync(file, 'utf8').split('\n').filter((line) => line.startsWith(`${group}:`))
+  const [header, values] = lines.map((line) => line.trim().split(/\s+/).slice(1))
+  const index = header?.indexOf(name) ?? -1
+  const value = index === -1 ? undefined : Number(values?.[index])
+  return value === undefined || Number.isNaN(value) ? undefined : value
+}
+
+export function sampleTcp (): TcpSample | undefined {
+  try {
+    const memoryPressures = counter('/proc/net/netstat', 'TcpExt', 'TCPMemoryPressures')
+    const retransmits = counter('/proc/net/snmp', 'Tcp', 'RetransSegs')
+    if (memoryPressures === undefined || retransmits === undefined) return undefined
+    return { memoryPressures, retransmits }
+  } catch {
+    return undefined
+  }
+}
+
+export function tcpBetween (before: TcpSample | undefined, after: TcpSample | undefined): TcpSample | undefined {
+  if (before === undefined || after === undefined) return undefined
+  return { memoryPressures: after.memoryPressures - before.memoryPressures, retransmits: after.retransmits - before.retransmits }
+}
