@@ -117,6 +117,33 @@ function ratioRows (report: BenchReport, phase: ReportedWindow['phase']): string
   return rows
 }
 
+/**
+ * With --repeat, one row per (variant, N, target rate) of a phase: the median of each column over the rounds,
+ * the p99 range beside it, and loss summed, so the rounds read at a glance. Undefined for a single round.
+ */
+function medianTable (windows: ReportedWindow[]): string | undefined {
+  const groups = new Map<string, ReportedWindow[]>()
+  for (const w of windows) {
+    const key = `${label(w)}/${w.clients}/${w.targetRate}`
+    groups.set(key, [...(groups.get(key) ?? []), w])
+  }
+  if ([...groups.values()].every((group) => group.length < 2)) return undefined
+  const of = (group: ReportedWindow[], pick: (w: ReportedWindow) => number): number => median(group.map(pick))
+  return table(
+    ['server', 'N', 'ev/s target', 'rounds', 'ev/s achieved', 'lost', 'p50 ms', 'p99 ms', 'p99 range ms', 'CPU µs/msg', 'server CPU %', 'client CPU %', 'ev/frame'],
+    [...groups.values()].map((group) => {
+      const [first] = group as [ReportedWindow, ...ReportedWindow[]]
+      const p99s = group.map((w) => w.latencyMs.p99)
+      return [
+        label(first), String(first.clients), String(first.targetRate), String(group.length), fixed(of(group, (w) => w.achievedRate)),
+        String(group.reduce((total, w) => total + w.lost + w.gaps + w.duplicates, 0)), fixed(of(group, (w) => w.latencyMs.p50), 2),
+        fixed(median(p99s), 2), `${fixed(Math.min(...p99s), 1)}–${fixed(Math.max(...p99s), 1)}`, fixed(of(group, (w) => w.serverCpuUsPerDelivered), 2),
+        fixed(of(group, (w) => w.serverCpuPercent), 0), fixed(of(group, (w) => w.clientCpuPercent), 0), fixed(of(group, (w) => w.eventsPerFrame), 2)
+      ]
+    })
+  )
+}
+
 const RATIO_HEADER = ['N', 'ev/s', 'rounds', 'service CPU ×', 'service p99 ×', 'ev/s achieved (service / baseline)',
   'service+batch CPU ×', 'service+batch p99 ×', 'ev/s achieved (service+batch / baseline)']
 
@@ -146,7 +173,10 @@ export function formatReport (report: BenchReport): string {
       fixed(w.otherLoadPercent ?? Number.NaN, 0), fixed(w.serverRssPeakMiB, 0), fixed(w.eventsPerFrame, 2)
     ])
   )
-  out.push(windowTable(report.windows.filter((w) => w.phase === 'matrix')))
+  const matrix = report.windows.filter((w) => w.phase === 'matrix')
+  out.push(windowTable(matrix))
+  const matrixMedians = medianTable(matrix)
+  if (matrixMedians !== undefined) out.push('', 'The same, median per cell over the rounds (lost: summed)', '', matrixMedians)
 
   const ratios = ratioRows(report, 'matrix')
   if (ratios.length > 0) {
@@ -157,6 +187,8 @@ export function formatReport (report: BenchReport): string {
   if (equal.length > 0) {
     out.push('', 'Where the baseline fell behind a target, every variant again at 90 % of the rate the baseline achieved', '')
     out.push(windowTable(equal))
+    const equalMedians = medianTable(equal)
+    if (equalMedians !== undefined) out.push('', 'The same, median per cell over the rounds (lost: summed)', '', equalMedians)
     out.push('', 'Ratios at that equal rate, median over rounds', '')
     out.push(table(RATIO_HEADER, ratioRows(report, 'equal-rate')))
   }

@@ -57,5 +57,16 @@ for (const { server, batch } of variants) {
       notes: []
     }
     t.match(formatReport(report), new RegExp(`\\| ${server}${batch ? '\\+batch' : ''} +\\| +${clients} \\|`), 'the table has a row for the window')
+    t.notMatch(formatReport(report), /median per cell/, 'one round needs no medians')
+    t.ok(window.tcp === undefined || (window.tcp.memoryPressures >= 0 && window.tcp.retransmits >= 0), 'TCP counters are deltas')
+
+    // Two rounds of the cell: one row of medians, the p99 between the rounds' and its range beside it.
+    const slower = { ...window, latencyMs: { ...window.latencyMs, p99: window.latencyMs.p99 * 3 } }
+    const twoRounds = formatReport({ ...report, windows: [{ phase: 'matrix', ...window }, { phase: 'matrix', ...slower }] })
+    const row = twoRounds.split('median per cell')[1]?.split('\n').find((line) => line.startsWith(`| ${server}${batch ? '+batch' : ''} `))
+    const cells = row?.split('|').map((cell) => cell.trim())
+    t.equal(cells?.[4], '2', 'the medians row counts both rounds')
+    t.ok(Math.abs(Number(cells?.[8]) - window.latencyMs.p99 * 2) <= 0.006, 'p99 is the median of the rounds')
+    t.equal(cells?.[9], `${window.latencyMs.p99.toFixed(1)}–${(window.latencyMs.p99 * 3).toFixed(1)}`, 'and its range is beside it')
   })
 }
