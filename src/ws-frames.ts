@@ -10,14 +10,17 @@ import type { Socket } from 'node:net'
  */
 
 interface FrameOptions { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }
-/** `ws` exports its Sender at runtime but @types/ws does not declare it. */
-const Sender = (ws as unknown as { Sender: { frame (data: Buffer, options: FrameOptions): Buffer[] } }).Sender
+/** `ws` exports its Sender at runtime (`require('ws').Sender`) but @types/ws does not declare it. */
+const Sender = (ws as unknown as { Sender?: { frame?: (data: Buffer, options: FrameOptions) => Buffer[] } }).Sender
+// Without ws's framer no frame can be built, so fail at start-up, not on the first broadcast.
+if (typeof Sender?.frame !== 'function') throw new Error('this version of ws has no Sender.frame; sprint-dashboard needs ws 8')
+const frame = Sender.frame.bind(Sender)
 
 const TEXT_FRAME: FrameOptions = { fin: true, opcode: 0x1, mask: false, readOnly: false, rsv1: false }
 
 /** One complete, unmasked (server-to-client) text frame carrying `payload`. */
 export function textFrame (payload: Buffer): Buffer {
-  const parts = Sender.frame(payload, TEXT_FRAME)
+  const parts = frame(payload, TEXT_FRAME)
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }
 
@@ -32,11 +35,13 @@ const SENDER_IDLE = 0
 
 /**
  * The TCP socket when bytes written to it now land exactly where `ws.send`
- * would put them: the connection is open, nothing is queued inside `ws`
- * (no permessage-deflate, no Blob being read). Otherwise undefined, and the
- * caller goes through `ws.send`, so an unexpected `ws` version only costs speed.
+ * would put them: the WebSocket is OPEN (not closing: nothing may follow a
+ * close frame), nothing is queued inside `ws` (no permessage-deflate, no Blob
+ * being read). Otherwise undefined, and the caller goes through `ws.send`, so
+ * a `ws` whose private fields changed only costs speed.
  */
-function rawSocket (socket: WebSocket): Socket | undefined {
+export function rawSocket (socket: WebSocket): Socket | undefined {
+  if (socket.readyState !== socket.OPEN) return undefined
   const internals = socket as unknown as WsInternals
   const raw = internals._socket
   if (raw == null || !raw.writable || internals._sender?._state !== SENDER_IDLE) return undefined

@@ -2,7 +2,7 @@ import t from 'tap'
 import { once } from 'node:events'
 import { connect as netConnect, type AddressInfo } from 'node:net'
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from 'ws'
-import { sendFramed, textFrame } from '../src/ws-frames.ts'
+import { rawSocket, sendFramed, textFrame } from '../src/ws-frames.ts'
 import type { TestContext } from './helper.ts'
 
 /** A real `ws` server on 127.0.0.1 that hands over the server side of its next connection. */
@@ -65,14 +65,50 @@ t.test('the bytes on the wire are exactly those ws.send writes', async t => {
   const body = (): Buffer => received.subarray(received.indexOf('\r\n\r\n') + 4)
 
   const payloads = sizes.map(size => payloadOf(size, 'x'))
-  const total = payloads.reduce((sum, p) => sum + p.length, 0)
+  const framed = Buffer.concat(payloads.map(textFrame))
   for (const payload of payloads) server.send(payload, { binary: false })
-  while (body().length < total) await once(raw, 'data')
+  // Headers included: stopping at the payload bytes alone could leave ws's tail to mix into the next capture.
+  while (body().length < framed.length) await once(raw, 'data')
   const viaSend = Buffer.from(body())
   received = received.subarray(0, received.indexOf('\r\n\r\n') + 4)
-  sendFramed(server, Buffer.concat(payloads.map(textFrame)), payloads)
+  sendFramed(server, framed, payloads)
   while (body().length < viaSend.length) await once(raw, 'data')
   t.ok(body().equals(viaSend), `${viaSend.length} bytes, identical`)
+})
+
+t.test('an open, uncompressed socket takes the pre-framed bytes in one write to its TCP socket', async t => {
+  const { port, accepted } = await wsServer(t)
+  const client = new WebSocket(`ws://127.0.0.1:${port}`)
+  t.teardown(() => client.terminate())
+  const server = await accepted()
+  await once(client, 'open')
+  const tcp = rawSocket(server)
+  t.ok(tcp, 'the fast path is available')
+  const writes: unknown[] = []
+  const write = tcp!.write
+  tcp!.write = ((chunk: unknown, ...rest: unknown[]) => {
+    writes.push(chunk)
+    return (write as (...args: unknown[]) => boolean).call(tcp, chunk, ...rest)
+  }) as typeof write
+  const payloads = [Buffer.from('{"id":1}'), Buffer.from('{"id":2}')]
+  const framed = Buffer.concat(payloads.map(textFrame))
+  const got = collect(client, 2)
+  sendFramed(server, framed, payloads)
+  t.equal(writes.length, 1, 'one write')
+  t.equal(writes[0], framed, 'of the very buffer framed once')
+  t.same(await got, ['{"id":1}', '{"id":2}'])
+
+  server.close()
+  t.equal(rawSocket(server), undefined, 'closing: nothing may follow the close frame')
+})
+
+t.test('a compressed connection never takes the fast path', async t => {
+  const { port, accepted } = await wsServer(t, { perMessageDeflate: { threshold: 0 } })
+  const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: true })
+  t.teardown(() => client.terminate())
+  const server = await accepted()
+  await once(client, 'open')
+  t.equal(rawSocket(server), undefined)
 })
 
 t.test('while ws is compressing a message, later events wait behind it instead of overtaking it', async t => {

@@ -115,11 +115,18 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
   function fanOut (jsons: readonly string[]): void {
     if (clients.size === 0 || jsons.length === 0) return
     // Encoded and framed once per turn, when the first client that needs it comes up; every
-    // socket of a kind then gets the same bytes in one write.
-    const payloads = jsons.map(json => Buffer.from(json))
+    // socket of a kind then gets the same bytes in one write. With one event both kinds are one frame.
+    let payloads: Buffer[] | undefined
     let plainFramed: Buffer | undefined
-    let batchPayloads: Buffer[] | undefined
-    let batchFramed: Buffer | undefined
+    let batch: { framed: Buffer, payloads: Buffer[] } | undefined
+    const encoded = (): Buffer[] => (payloads ??= jsons.map(json => Buffer.from(json)))
+    const plain = (): Buffer => (plainFramed ??= Buffer.concat(encoded().map(textFrame)))
+    const batched = (): { framed: Buffer, payloads: Buffer[] } => {
+      if (batch !== undefined) return batch
+      if (jsons.length === 1) return (batch = { framed: plain(), payloads: encoded() })
+      const ndjson = Buffer.from(jsons.join('\n'))
+      return (batch = { framed: textFrame(ndjson), payloads: [ndjson] })
+    }
     for (const client of clients) {
       const socket = client.socket
       if (socket.readyState !== WebSocket.OPEN) {
@@ -130,21 +137,26 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         closeSlowConsumer(client)
         continue
       }
+      const frames = client.batched ? batched() : undefined
       try {
         // Not awaited: a write completes when the kernel takes the bytes, and a
-        // slow socket must never hold up the others. Failures surface as the
-        // socket's 'close', which removes it.
-        if (client.batched) {
-          batchPayloads ??= payloads.length === 1 ? payloads : [Buffer.from(jsons.join('\n'))]
-          sendFramed(socket, batchFramed ??= textFrame(batchPayloads[0]!), batchPayloads)
-        } else {
-          sendFramed(socket, plainFramed ??= Buffer.concat(payloads.map(textFrame)), payloads)
-        }
+        // slow socket must never hold up the others.
+        if (frames !== undefined) sendFramed(socket, frames.framed, frames.payloads)
+        else sendFramed(socket, plain(), encoded())
       } catch (err) {
-        log.debug({ err }, 'WebSocket send failed; dropping client')
+        // Whatever broke the write, this client has now missed events: drop the connection
+        // so that it reconnects and resumes with `since`, rather than stay open and silent.
+        log.warn({ err }, 'WebSocket send failed; terminating the client so that it resumes')
         remove(client)
+        socket.terminate()
       }
     }
+  }
+
+  /** Sends committed events: the cached init no longer shows the newest ones. */
+  function publish (jsons: readonly string[]): void {
+    if (jsons.length > 0) freshInit = null
+    fanOut(jsons)
   }
 
   /**
@@ -167,8 +179,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       if (store.db.inTransaction) store.db.exec('ROLLBACK')
       return
     }
-    if (jsons.length > 0) freshInit = null
-    fanOut(jsons)
+    publish(jsons)
   }
 
   function notify (envelope: Envelope): void {
@@ -320,8 +331,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       // Committed before returning, so an HTTP caller is answered only for durable events.
       commitAndPublish()
       const rows = store.appendEvents(prepared, Date.now())
-      freshInit = null
-      fanOut(rows.map(envelopeJson))
+      publish(rows.map(envelopeJson))
       const envelopes = rows.map((row, index) =>
         ({ id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp }) as Envelope)
       envelopes.forEach(notify)
@@ -363,6 +373,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * no event falls between the snapshot and the live stream and none is sent twice.
      */
     connect (socket: WebSocket, request: ConnectRequest = {}): void {
+      // Closed or closing before it got here: nothing may be sent after a close frame.
+      if (socket.readyState !== WebSocket.OPEN) return
       // The turn's uncommitted events are visible to this connection's reads, so
       // they would be in the snapshot: commit and send them to the others first.
       commitAndPublish()

@@ -7,7 +7,7 @@ import path from 'node:path'
 import storePlugin from '../../src/plugins/store.ts'
 import eventsPlugin from '../../src/plugins/events.ts'
 import { resolveOptions } from '../../src/options.ts'
-import { connect, listen, tempDir, closed, validPayloads, waitFor, TestClient } from '../helper.ts'
+import { connect, listen, tempDir, closed, validPayloads, waitFor, TestClient, type TestContext } from '../helper.ts'
 import type { Envelope } from '../../src/events/schemas.ts'
 
 t.test('alone on a bare Fastify: decorates events, validates, stores, notifies', async t => {
@@ -272,10 +272,11 @@ t.test('every fresh init shows the stored events as they are now, after emit and
   t.same(await ids(), [1, 2, 3])
 })
 
-t.test('a fresh init taken before a pruning step is not reused after it', async t => {
-  const { app } = await listen(t, { retainEvents: 2, recentEvents: 5 })
-  // Server-side sockets handed to events.connect directly, so that an init is built exactly between
-  // the commit and the prune step that follows it.
+/**
+ * Server-side sockets from a separate `ws` server, to hand to `events.connect` directly and so call it
+ * at a chosen moment or on a socket in a chosen state.
+ */
+async function directSockets (t: TestContext): Promise<() => Promise<{ client: TestClient, socket: WebSocket }>> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   await once(wss, 'listening')
   const clients: TestClient[] = []
@@ -283,12 +284,18 @@ t.test('a fresh init taken before a pruning step is not reused after it', async 
     for (const client of clients) client.socket.terminate()
     wss.close(() => resolve())
   }))
-  const open = async (): Promise<{ client: TestClient, socket: WebSocket }> => {
+  return async () => {
     const client = new TestClient(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`)
     clients.push(client)
     const [[socket]] = await Promise.all([once(wss, 'connection'), once(client.socket, 'open')])
     return { client, socket }
   }
+}
+
+t.test('a fresh init taken before a pruning step is not reused after it', async t => {
+  const { app } = await listen(t, { retainEvents: 2, recentEvents: 5 })
+  // An init built exactly between the commit and the prune step that follows it.
+  const open = await directSockets(t)
   const before = await open()
   const after = await open()
   for (let i = 0; i < 3; i++) app.events.emit('error', { type: 'x', message: String(i) })
@@ -300,4 +307,18 @@ t.test('a fresh init taken before a pruning step is not reused after it', async 
   const ids = async (client: TestClient): Promise<number[]> => (await client.next()).payload.events.map((e: Envelope) => e.id)
   t.same(await ids(before.client), [1, 2, 3])
   t.same(await ids(after.client), [2, 3])
+})
+
+t.test('a socket already closing when it reaches connect gets no init and is not tracked', async t => {
+  const { app } = await listen(t)
+  const open = await directSockets(t)
+  const { client, socket } = await open()
+  socket.close(1000, 'bye')
+  app.events.connect(socket)
+  t.equal(app.events.clientCount, 0, 'not in the broadcast set')
+  app.events.emit('error', { type: 'x', message: 'after close' })
+  app.events.flush()
+  const [code] = await once(client.socket, 'close')
+  t.equal(code, 1000)
+  t.equal(client.pending, 0, 'nothing was sent after the close frame')
 })
