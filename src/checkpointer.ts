@@ -9,8 +9,10 @@ export const CHECKPOINT_INTERVAL_MS = 1000
 const AUTOCHECKPOINT_PAGES = 1000
 /**
  * The main connection's threshold while the worker runs: a backstop, not the policy. Only when the
- * worker cannot catch up (writes without a pause for many seconds) does the main connection
- * checkpoint, and the WAL stays below ~40 MB.
+ * worker falls behind (writes without a pause for many seconds) does a commit on the main connection
+ * checkpoint, then a large one (~40 MB of pages, a stall several times the few ms this worker saves).
+ * It bounds how far the WAL grows while it can be copied; a reader holding an old snapshot can still
+ * keep any checkpoint from finishing, as with SQLite's default.
  */
 const BACKSTOP_PAGES = 10_000
 /** Catch-up passes per round: each copies only the frames committed during the one before. */
@@ -61,8 +63,11 @@ export function startCheckpointer (db: Database, dbPath: string, log: FastifyBas
   // The worker only checkpoints; it must never be what keeps the process alive.
   worker.unref()
   let closing = false
+  let fellBack = false
+  // A crash emits 'error' and then 'exit': one warning, one pragma.
   const fallBack = (reason: string, err?: unknown): void => {
-    if (closing) return
+    if (closing || fellBack) return
+    fellBack = true
     log.warn({ err }, `WAL checkpointer ${reason}; checkpointing on the main connection again`)
     if (db.open) db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`)
   }

@@ -17,12 +17,23 @@ declare module 'fastify' {
  */
 const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async function storePlugin (fastify, options) {
   const store = createStore(options.dbPath)
-  const checkpointer = store.db.memory ? null : startCheckpointer(store.db, options.dbPath, fastify.log)
+  let checkpointer: ReturnType<typeof startCheckpointer> | null = null
+  if (!store.db.memory) {
+    try {
+      checkpointer = startCheckpointer(store.db, options.dbPath, fastify.log)
+    } catch (err) {
+      // No worker threads here (e.g. a permission model): SQLite's own checkpointing still works.
+      fastify.log.warn({ err }, 'WAL checkpointer could not start; checkpointing on the main connection')
+    }
+  }
   fastify.decorate('sprintStore', store)
   fastify.addHook('onClose', async () => {
     // The worker's connection goes first, so that the main one is the last and folds the WAL back in.
-    await checkpointer?.close()
-    store.close()
+    try {
+      await checkpointer?.close()
+    } finally {
+      store.close()
+    }
   })
 }
 
