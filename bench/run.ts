@@ -200,11 +200,16 @@ async function topUp (session: Session): Promise<void> {
  */
 async function replaceConnections (session: Session, w: WindowResult): Promise<void> {
   const { server, batch, clients } = session.options
-  notes.push(`${server}${batch ? '+batch' : ''} N=${clients} R=${w.targetRate}: ${w.expected - w.delivered} messages not read by the end ` +
-    `of the drain${w.tcp === undefined ? '' : ` (kernel TCP memory pressure ×${w.tcp.memoryPressures}, ${w.tcp.retransmits} segments retransmitted)`}; ` +
-    'its connections were replaced before the next window')
+  const unread = w.expected - w.delivered
+  const why = [
+    ...(unread > 0 ? [`${unread} messages not read by the end of the drain`] : []),
+    ...(w.tcp !== undefined && w.tcp.memoryPressures > 0 ? [`kernel TCP memory pressure ×${w.tcp.memoryPressures}`] : [])
+  ]
+  const retransmits = w.tcp === undefined ? '' : ` (${w.tcp.retransmits} segments retransmitted)`
+  notes.push(`${server}${batch ? '+batch' : ''} N=${clients} R=${w.targetRate}: ${why.join(', ')}${retransmits}; its connections were replaced before the next window`)
   await session.closeClients()
-  await session.waitForServerClients(0, 60_000)
+  const left = await session.waitForServerClients(0, 60_000)
+  if (left > 0) throw new Error(`${server}: ${left} of the replaced connections still open on the server after 60 s`)
   const result = await session.connect(clients, 500)
   if (result.failed > 0) throw new Error(`${result.failed} of ${clients} clients failed to reconnect to ${server}: ${result.errors.join('; ')}`)
 }

@@ -16,9 +16,9 @@ export interface TcpSample {
   retransmits: number
 }
 
-/** `name: a b c` / `name: 1 2 3` line pairs, as in /proc/net/netstat and /proc/net/snmp. */
-function counter (file: string, group: string, name: string): number | undefined {
-  const lines = readFileSync(file, 'utf8').split('\n').filter((line) => line.startsWith(`${group}:`))
+/** One counter from the `Group: names…` / `Group: values…` line pairs of /proc/net/netstat and /proc/net/snmp. */
+export function readCounter (text: string, group: string, name: string): number | undefined {
+  const lines = text.split('\n').filter((line) => line.startsWith(`${group}:`))
   const [header, values] = lines.map((line) => line.trim().split(/\s+/).slice(1))
   const index = header?.indexOf(name) ?? -1
   const value = index === -1 ? undefined : Number(values?.[index])
@@ -27,8 +27,8 @@ function counter (file: string, group: string, name: string): number | undefined
 
 export function sampleTcp (): TcpSample | undefined {
   try {
-    const memoryPressures = counter('/proc/net/netstat', 'TcpExt', 'TCPMemoryPressures')
-    const retransmits = counter('/proc/net/snmp', 'Tcp', 'RetransSegs')
+    const memoryPressures = readCounter(readFileSync('/proc/net/netstat', 'utf8'), 'TcpExt', 'TCPMemoryPressures')
+    const retransmits = readCounter(readFileSync('/proc/net/snmp', 'utf8'), 'Tcp', 'RetransSegs')
     if (memoryPressures === undefined || retransmits === undefined) return undefined
     return { memoryPressures, retransmits }
   } catch {

@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { openConnectedSession, type ServerKind } from '../bench/session.ts'
 import { formatReport, type BenchReport } from '../bench/report.ts'
+import { readCounter, tcpBetween } from '../bench/tcp-stats.ts'
 
 // A smoke test of the fan-out benchmark (`npm run bench`): the harness runs
 // for a moment with a few clients against each server and must account for
@@ -58,7 +59,6 @@ for (const { server, batch } of variants) {
     }
     t.match(formatReport(report), new RegExp(`\\| ${server}${batch ? '\\+batch' : ''} +\\| +${clients} \\|`), 'the table has a row for the window')
     t.notMatch(formatReport(report), /median per cell/, 'one round needs no medians')
-    t.ok(window.tcp === undefined || (window.tcp.memoryPressures >= 0 && window.tcp.retransmits >= 0), 'TCP counters are deltas')
 
     // Two rounds of the cell: one row of medians, the p99 between the rounds' and its range beside it.
     const slower = { ...window, latencyMs: { ...window.latencyMs, p99: window.latencyMs.p99 * 3 } }
@@ -70,3 +70,12 @@ for (const { server, batch } of variants) {
     t.equal(cells?.[9], `${window.latencyMs.p99.toFixed(1)}–${(window.latencyMs.p99 * 3).toFixed(1)}`, 'and its range is beside it')
   })
 }
+
+test('TCP counters are read by name from the /proc/net header and value lines, and differenced', async (t) => {
+  const netstat = 'TcpExt: SyncookiesSent TCPMemoryPressures PruneCalled\nTcpExt: 0 7 12\nIpExt: InNoRoutes TCPMemoryPressures\nIpExt: 3 99\n'
+  t.equal(readCounter(netstat, 'TcpExt', 'TCPMemoryPressures'), 7, 'the value under the name, in its own group')
+  t.equal(readCounter(netstat, 'TcpExt', 'Missing'), undefined)
+  t.equal(readCounter('Tcp: RetransSegs\nTcp: x\n', 'Tcp', 'RetransSegs'), undefined, 'a value that is not a number')
+  t.same(tcpBetween({ memoryPressures: 4, retransmits: 100 }, { memoryPressures: 6, retransmits: 150 }), { memoryPressures: 2, retransmits: 50 })
+  t.equal(tcpBetween(undefined, { memoryPressures: 6, retransmits: 150 }), undefined, 'no delta without both samples')
+})
