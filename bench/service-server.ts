@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import Fastify from 'fastify'
@@ -12,12 +12,16 @@ import { controlServer, LISTEN_BACKLOG } from './server-control.ts'
  */
 
 const dir = mkdtempSync(path.join(tmpdir(), 'sprint-bench-'))
+// The sprint-status watcher watches the artifacts directory: kept apart from the database, as in a
+// real deployment, or every WAL write would wake it.
+const artifactsDir = path.join(dir, 'artifacts')
+mkdirSync(artifactsDir)
 const heartbeatIntervalMs = process.env.BENCH_HEARTBEAT_INTERVAL_MS === undefined ? undefined : Number(process.env.BENCH_HEARTBEAT_INTERVAL_MS)
 
 const app = Fastify({ logger: false })
 await app.register(sprintDashboard, {
   dbPath: path.join(dir, 'bench.db'),
-  artifactsDir: dir,
+  artifactsDir,
   // Room above 10,000 for the warm-up sockets that may still be closing when the measured clients connect.
   maxConnections: 11_000,
   ...(heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs })
