@@ -193,6 +193,8 @@ async function topUp (session: Session): Promise<void> {
   }
 }
 
+const underPressure = (w: WindowResult): boolean => (w.tcp?.memoryPressures ?? 0) > 0
+
 /**
  * After a window the clients did not finish reading, the rest of its backlog is still in flight (often in
  * kernel buffers under TCP memory pressure, stalled by retransmit backoff) and would land in the next window
@@ -203,7 +205,7 @@ async function replaceConnections (session: Session, w: WindowResult): Promise<v
   const unread = w.expected - w.delivered
   const why = [
     ...(unread > 0 ? [`${unread} messages not read by the end of the drain`] : []),
-    ...(w.tcp !== undefined && w.tcp.memoryPressures > 0 ? [`kernel TCP memory pressure ×${w.tcp.memoryPressures}`] : [])
+    ...(underPressure(w) ? [`kernel TCP memory pressure ×${w.tcp?.memoryPressures}`] : [])
   ]
   const retransmits = w.tcp === undefined ? '' : ` (${w.tcp.retransmits} segments retransmitted)`
   notes.push(`${server}${batch ? '+batch' : ''} N=${clients} R=${w.targetRate}: ${why.join(', ')}${retransmits}; its connections were replaced before the next window`)
@@ -218,8 +220,8 @@ async function measure (session: Session, rate: number, seconds: number, phase: 
   await topUp(session)
   const result = await session.measure({ rate, seconds, drainTimeoutMs: Math.max(10_000, seconds * 1000) })
   windows.push({ phase, ...result })
-  log(describe(result) + (result.tcp !== undefined && result.tcp.memoryPressures > 0 ? `, TCP memory pressure ×${result.tcp.memoryPressures}` : ''))
-  if (result.delivered < result.expected || (result.tcp?.memoryPressures ?? 0) > 0) await replaceConnections(session, result)
+  log(describe(result) + (underPressure(result) ? `, TCP memory pressure ×${result.tcp?.memoryPressures}` : ''))
+  if (result.delivered < result.expected || underPressure(result)) await replaceConnections(session, result)
   return result
 }
 

@@ -58,8 +58,9 @@ t.test('with the service running, the worker copies the WAL into the database fi
 t.test('a database in memory gets no checkpointer', async t => {
   const { app } = await listen(t, { dbPath: ':memory:' })
   t.equal(app.sprintStore.db.memory, true)
-  // A worker would have raised the threshold to its backstop by now (it is ready within ~100 ms).
-  await new Promise(resolve => setTimeout(resolve, 500))
+  // Started after it, a file database's worker raising its backstop shows that one would have had time to.
+  const { app: withFile } = await listen(t)
+  await waitFor(() => autocheckpoint(withFile.sprintStore.db) === 10_000)
   t.equal(autocheckpoint(app.sprintStore.db), 1000)
 })
 

@@ -19,6 +19,16 @@ async function wsServer (t: TestContext, options: ServerOptions = {}): Promise<{
   }
 }
 
+/** A `ws` client connected to a fresh `wsServer`, with the server side of its connection; both open. */
+async function wsPair (t: TestContext, compress = false): Promise<{ client: WebSocket, server: WebSocket }> {
+  const { port, accepted } = await wsServer(t, compress ? { perMessageDeflate: { threshold: 0 } } : {})
+  const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: compress })
+  t.teardown(() => client.terminate())
+  const server = await accepted()
+  await once(client, 'open')
+  return { client, server }
+}
+
 /** Every message a `ws` client receives, as text, until it has `count`. */
 function collect (client: WebSocket, count: number): Promise<string[]> {
   const messages: string[] = []
@@ -37,11 +47,7 @@ const sizes = [0, 1, 125, 126, 127, 65_535, 65_536, 70_000]
 const payloadOf = (size: number, tag: string): Buffer => Buffer.from(tag.repeat(Math.ceil(size / tag.length)).slice(0, size))
 
 t.test('pre-framed writes reach a ws client as the same text messages, one per frame, at every length', async t => {
-  const { port, accepted } = await wsServer(t)
-  const client = new WebSocket(`ws://127.0.0.1:${port}`)
-  t.teardown(() => client.terminate())
-  const server = await accepted()
-  await once(client, 'open')
+  const { client, server } = await wsPair(t)
   const payloads = sizes.map(size => payloadOf(size, 'é{"a":1}'))
   const got = collect(client, sizes.length * 2)
   // One write of every frame together, then each on its own.
@@ -77,11 +83,7 @@ t.test('the bytes on the wire are exactly those ws.send writes', async t => {
 })
 
 t.test('an open, uncompressed socket takes the pre-framed bytes in one write to its TCP socket', async t => {
-  const { port, accepted } = await wsServer(t)
-  const client = new WebSocket(`ws://127.0.0.1:${port}`)
-  t.teardown(() => client.terminate())
-  const server = await accepted()
-  await once(client, 'open')
+  const { client, server } = await wsPair(t)
   const tcp = rawSocket(server)
   t.ok(tcp, 'the fast path is available')
   const writes: unknown[] = []
@@ -103,22 +105,14 @@ t.test('an open, uncompressed socket takes the pre-framed bytes in one write to 
 })
 
 t.test('a compressed connection never takes the fast path', async t => {
-  const { port, accepted } = await wsServer(t, { perMessageDeflate: { threshold: 0 } })
-  const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: true })
-  t.teardown(() => client.terminate())
-  const server = await accepted()
-  await once(client, 'open')
+  const { server } = await wsPair(t, true)
   t.equal(rawSocket(server), undefined)
 })
 
 t.test('while ws is compressing a message, later events wait behind it instead of overtaking it', async t => {
   // permessage-deflate makes ws queue sends while zlib works asynchronously; bytes written straight
   // to the TCP socket then would arrive before the message ws is still compressing.
-  const { port, accepted } = await wsServer(t, { perMessageDeflate: { threshold: 0 } })
-  const client = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: true })
-  t.teardown(() => client.terminate())
-  const server = await accepted()
-  await once(client, 'open')
+  const { client, server } = await wsPair(t, true)
   t.ok(client.extensions.includes('permessage-deflate'), 'compression negotiated')
   const got = collect(client, 3)
   const big = payloadOf(200_000, 'compress me ')
