@@ -2,6 +2,7 @@ import { test } from 'tap'
 import { openConnectedSession, type ServerKind } from '../bench/session.ts'
 import { formatReport, type BenchReport } from '../bench/report.ts'
 import { readCounter, tcpBetween } from '../bench/tcp-stats.ts'
+import { parseDecimal, readProgress } from '../bench/progress-reader.ts'
 
 // A smoke test of the fan-out benchmark (`npm run bench`): the harness runs
 // for a moment with a few clients against each server and must account for
@@ -78,4 +79,31 @@ test('TCP counters are read by name from the /proc/net header and value lines, a
   t.equal(readCounter('Tcp: RetransSegs\nTcp: x\n', 'Tcp', 'RetransSegs'), undefined, 'a value that is not a number')
   t.same(tcpBetween({ memoryPressures: 4, retransmits: 100 }, { memoryPressures: 6, retransmits: 150 }), { memoryPressures: 2, retransmits: 50 })
   t.equal(tcpBetween(undefined, { memoryPressures: 6, retransmits: 150 }), undefined, 'no delta without both samples')
+})
+
+test('the client harness reads id and emit time by position exactly as JSON.parse would, and declines other shapes', async (t) => {
+  const envelope = (id: number, message: string): string => JSON.stringify({
+    id, type: 'command:progress', payload: { story_key: '2a-1', command: 'dev-story', task_id: 't', message }, timestamp: 1
+  })
+  const lines = [envelope(1, '1764213412345.123'), envelope(987654, '1764213412345'), envelope(42, '0.5'), envelope(7, '1764213412345.1235')]
+  const text = lines.join('\n')
+  let start = 0
+  for (const line of lines) {
+    const parsed = JSON.parse(line)
+    const read = readProgress(text, start, start + line.length)
+    t.equal(read?.id, parsed.id, `id of ${parsed.id}`)
+    t.ok(Math.abs((read?.emittedAt ?? Number.NaN) - Number(parsed.payload.message)) < 1e-6, `emit time of ${parsed.id} within a nanosecond`)
+    start += line.length + 1
+  }
+  const declined = [
+    JSON.stringify({ type: 'init', payload: {} }),
+    JSON.stringify({ id: 3, type: 'command:start', payload: { message: '1' }, timestamp: 1 }),
+    envelope(4, 'not a number'),
+    envelope(5, '1.'),
+    envelope(6, '-1'),
+    '{"id":x,"type":"command:progress","payload":{"message":"1"}}'
+  ]
+  for (const line of declined) t.equal(readProgress(line, 0, line.length), undefined, `declines ${line.slice(0, 50)}`)
+  t.equal(readProgress(lines[0]!, 0, 40), undefined, 'a message key past the end of the line is not read')
+  t.ok(Number.isNaN(parseDecimal('12a', 0, 3)) && Number.isNaN(parseDecimal('', 0, 0)) && Number.isNaN(parseDecimal('.5', 0, 2)))
 })
