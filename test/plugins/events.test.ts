@@ -1,7 +1,7 @@
 import t from 'tap'
 import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
-import { WebSocketServer, type WebSocket } from 'ws'
+import type { AddressInfo, Socket } from 'node:net'
+import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import Fastify from 'fastify'
 import path from 'node:path'
 import storePlugin from '../../src/plugins/store.ts'
@@ -123,28 +123,30 @@ t.test('init carries the active batch and the last 50 events, oldest first', asy
   t.same(Object.keys(init.payload.events[0]).sort(), ['id', 'payload', 'timestamp', 'type'])
 })
 
-t.test('no event is lost or duplicated between init and the live stream', async t => {
-  const { app, wsUrl } = await listen(t)
-  let emitting = true
-  let emitted = 0
-  const pump = (): void => {
-    if (!emitting) return
-    for (let i = 0; i < 20; i++) { app.events.emit('error', { type: 'x', message: 'm' }); emitted++ }
-    setImmediate(pump)
-  }
-  pump()
-  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(t, `${wsUrl}?since=0`)))
-  emitting = false
-  const last = app.events.lastEventId
-  for (const { client, init } of clients) {
-    const ids: number[] = init.payload.events.map((e: Envelope) => e.id)
-    const firstLive = ids.length === 0 ? 1 : ids[ids.length - 1]! + 1
-    const live = await client.take(last - firstLive + 1)
-    const all = [...ids, ...live.map(m => m.id)]
-    t.same(all, Array.from({ length: last }, (_, i) => i + 1), 'every id exactly once, in order')
-  }
-  t.ok(emitted > 0)
-})
+for (const query of ['?since=0', '?since=0&batch=1']) {
+  t.test(`no event is lost or duplicated between init and the live stream (${query})`, async t => {
+    const { app, wsUrl } = await listen(t)
+    let emitting = true
+    let emitted = 0
+    const pump = (): void => {
+      if (!emitting) return
+      for (let i = 0; i < 20; i++) { app.events.emit('error', { type: 'x', message: 'm' }); emitted++ }
+      setImmediate(pump)
+    }
+    pump()
+    const clients = await Promise.all(Array.from({ length: 10 }, () => connect(t, `${wsUrl}${query}`)))
+    emitting = false
+    const last = app.events.lastEventId
+    for (const { client, init } of clients) {
+      const ids: number[] = init.payload.events.map((e: Envelope) => e.id)
+      const firstLive = ids.length === 0 ? 1 : ids[ids.length - 1]! + 1
+      const live = await client.take(last - firstLive + 1)
+      const all = [...ids, ...live.map(m => m.id)]
+      t.same(all, Array.from({ length: last }, (_, i) => i + 1), 'every id exactly once, in order')
+    }
+    t.ok(emitted > 0)
+  })
+}
 
 t.test('batched clients get several events per frame, in order, with no duplicates', async t => {
   const { app, wsUrl } = await listen(t)
@@ -157,6 +159,58 @@ t.test('batched clients get several events per frame, in order, with no duplicat
   t.same(got.map(m => m.id), Array.from({ length: 50 }, (_, i) => i + 1))
   t.ok(frames < 50, `50 events arrived in ${frames} frame(s)`)
   t.same((await plain.client.take(50)).map(m => m.id), got.map(m => m.id))
+})
+
+t.test('after a slow batched write, batched clients wait and get what piled up in one frame; plain clients never wait', async t => {
+  const { app } = await listen(t)
+  const open = await directSockets(t)
+  const frames = (client: TestClient): number[][] => {
+    const seen: number[][] = []
+    client.socket.on('message', (data: RawData) => {
+      const messages = data.toString().split('\n').map(line => JSON.parse(line))
+      if (messages[0].type !== 'init') seen.push(messages.map(m => m.id))
+    })
+    return seen
+  }
+  const slow = await open()
+  const plain = await open()
+  const late = await open()
+  const slowFrames = frames(slow.client)
+  const plainFrames = frames(plain.client)
+  const lateFrames = frames(late.client)
+  app.events.connect(slow.socket, { batched: true })
+  app.events.connect(plain.socket)
+  await slow.client.next()
+  await plain.client.next()
+  // Every write to this socket takes 200 ms: a stand-in for a fan-out to thousands of sockets.
+  const raw = (slow.socket as unknown as { _socket: Socket })._socket
+  const write = raw.write.bind(raw)
+  raw.write = ((...args: Parameters<typeof write>) => {
+    const until = performance.now() + 200
+    while (performance.now() < until);
+    return write(...args)
+  }) as typeof raw.write
+  const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
+  const emit = async (message: string): Promise<void> => {
+    app.events.emit('error', { type: 'x', message })
+    await turn()
+  }
+
+  await emit('1') // written at once; the batched write took 200 ms, so the next one waits
+  await emit('2')
+  await emit('3')
+  await waitFor(() => slowFrames.length === 2)
+  t.same(slowFrames, [[1], [2, 3]], 'events of two turns in one frame after the wait')
+
+  // A batched client connecting while events wait gets them in its init, and the others get them first.
+  await emit('4')
+  app.events.connect(late.socket, { batched: true })
+  t.same((await late.client.next()).payload.events.map((e: Envelope) => e.id), [1, 2, 3, 4])
+  await emit('5')
+  await waitFor(() => slowFrames.length === 4 && lateFrames.length === 1 && plainFrames.length === 5)
+  t.same(slowFrames, [[1], [2, 3], [4], [5]], 'connect wrote what was waiting before its snapshot')
+  t.same(lateFrames, [[5]], 'the late client gets nothing twice')
+  t.same(plainFrames, [[1], [2], [3], [4], [5]], 'the plain client got one frame per event, without waiting')
 })
 
 t.test('heartbeat terminates a client that never answers pings', async t => {
