@@ -25,15 +25,17 @@ const HEARTBEAT_STEP_MS = 100
 /** How long `app.close()` waits for clients to answer the 1001 close frame before destroying their sockets. */
 const SHUTDOWN_GRACE_MS = 2000
 /**
- * After writing to the batched clients, the next batched write waits this
- * share of the time that write took. Under load each frame then carries what
- * piled up meanwhile: fewer, larger writes, so the cost per event falls as load
- * rises. At light load a fan-out is far shorter than the gap between events
- * and the wait adds nothing. Measured at 1,000 batched clients × 200 ev/s
- * (`npm run bench`): no wait 3.8 µs/msg and p99 51-52 ms, 0.25 3.0 µs/msg and
- * 45-46 ms, 0.5 and 1 fewer µs but a longer p99 (the wait itself counts).
+ * When a batched write carried more than one event (events arrive faster than
+ * writes go out), the next batched write waits this share of the time that
+ * write took, so each frame carries what piled up meanwhile: fewer, larger
+ * writes, and the cost per event falls as load rises. A write of one event
+ * sets no wait, so at moderate load batched clients get events as soon as
+ * plain ones. Measured with `npm run bench -- --clients 1000 --rates 45,200`
+ * (2 rounds each): at 200 ev/s no wait gave 3.8 µs/msg and p99 51-52 ms, 0.25
+ * 2.9 µs and 46 ms, 0.5 2.6 µs and 45 ms; waiting after every write, even of
+ * one event, raised p99 at 45 ev/s from ~33 to ~49 ms.
  */
-const BATCHED_WAIT_FACTOR = 0.25
+const BATCHED_WAIT_FACTOR = 0.5
 
 export type EventListener = (envelope: Envelope) => void
 
@@ -182,7 +184,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     else writeBatched()
   }
 
-  /** Writes everything pending to the batched clients, in one frame each, and sets when the next write may start. */
+  /** Writes everything pending to the batched clients, one frame each, and sets when the next write may start. */
   function writeBatched (): void {
     if (batchedTimer !== null) {
       clearTimeout(batchedTimer)
@@ -194,7 +196,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     const started = performance.now()
     fanOut(batchedClients, jsons, true)
     const ended = performance.now()
-    batchedNotBefore = ended + BATCHED_WAIT_FACTOR * (ended - started)
+    batchedNotBefore = jsons.length > 1 ? ended + BATCHED_WAIT_FACTOR * (ended - started) : 0
   }
 
   /** Sends committed events: the cached init no longer shows the newest ones. */

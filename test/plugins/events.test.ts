@@ -161,7 +161,7 @@ t.test('batched clients get several events per frame, in order, with no duplicat
   t.same((await plain.client.take(50)).map(m => m.id), got.map(m => m.id))
 })
 
-t.test('after a slow batched write, batched clients wait and get what piled up in one frame; plain clients never wait', async t => {
+t.test('after a slow batched write of several events, batched clients wait and get what piled up in one frame; plain clients never wait', async t => {
   const { app } = await listen(t)
   const open = await directSockets(t)
   const frames = (client: TestClient): number[][] => {
@@ -182,35 +182,49 @@ t.test('after a slow batched write, batched clients wait and get what piled up i
   app.events.connect(plain.socket)
   await slow.client.next()
   await plain.client.next()
-  // Every write to this socket takes 200 ms: a stand-in for a fan-out to thousands of sockets.
+  // Every write of text frames to this socket takes 400 ms: a stand-in for a fan-out to thousands of
+  // sockets. (Heartbeat pings, opcode 0x9, are neither counted nor slowed.)
   const raw = (slow.socket as unknown as { _socket: Socket })._socket
   const write = raw.write.bind(raw)
+  let writes = 0
   raw.write = ((...args: Parameters<typeof write>) => {
-    const until = performance.now() + 200
-    while (performance.now() < until);
+    const [chunk] = args
+    if (Buffer.isBuffer(chunk) && chunk[0] === 0x81) {
+      writes++
+      const until = performance.now() + 400
+      while (performance.now() < until);
+    }
     return write(...args)
   }) as typeof raw.write
   const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
-  const emit = async (message: string): Promise<void> => {
-    app.events.emit('error', { type: 'x', message })
-    await turn()
-  }
+  const emit = (message: string): void => { app.events.emit('error', { type: 'x', message }) }
 
-  await emit('1') // written at once; the batched write took 200 ms, so the next one waits
-  await emit('2')
-  await emit('3')
+  emit('1')
+  emit('2')
+  await turn()
+  t.equal(writes, 1, 'the two events of one turn went out in one write')
+  emit('3')
+  await turn()
+  emit('4')
+  await turn()
+  t.equal(writes, 1, 'that write carried several events, so the next one waits')
   await waitFor(() => slowFrames.length === 2)
-  t.same(slowFrames, [[1], [2, 3]], 'events of two turns in one frame after the wait')
+  t.same(slowFrames, [[1, 2], [3, 4]], 'the events of two later turns came in one frame')
 
-  // A batched client connecting while events wait gets them in its init, and the others get them first.
-  await emit('4')
+  emit('5')
+  await turn()
+  t.equal(writes, 2, 'event 5 waits too')
+  // A batched client connecting while events wait gets them in its init; the others get them first.
   app.events.connect(late.socket, { batched: true })
-  t.same((await late.client.next()).payload.events.map((e: Envelope) => e.id), [1, 2, 3, 4])
-  await emit('5')
-  await waitFor(() => slowFrames.length === 4 && lateFrames.length === 1 && plainFrames.length === 5)
-  t.same(slowFrames, [[1], [2, 3], [4], [5]], 'connect wrote what was waiting before its snapshot')
-  t.same(lateFrames, [[5]], 'the late client gets nothing twice')
-  t.same(plainFrames, [[1], [2], [3], [4], [5]], 'the plain client got one frame per event, without waiting')
+  t.equal(writes, 3, 'connect wrote what was waiting before its snapshot')
+  t.same((await late.client.next()).payload.events.map((e: Envelope) => e.id), [1, 2, 3, 4, 5])
+  emit('6')
+  await turn()
+  t.equal(writes, 4, 'after a write of one event the next goes out at once')
+  await waitFor(() => slowFrames.length === 4 && lateFrames.length === 1 && plainFrames.length === 6)
+  t.same(slowFrames, [[1, 2], [3, 4], [5], [6]])
+  t.same(lateFrames, [[6]], 'the late client gets nothing twice')
+  t.same(plainFrames, [[1], [2], [3], [4], [5], [6]], 'the plain client got one frame per event, without waiting')
 })
 
 t.test('heartbeat terminates a client that never answers pings', async t => {
