@@ -30,10 +30,11 @@ const SHUTDOWN_GRACE_MS = 2000
  * write took, so each frame carries what piled up meanwhile: fewer, larger
  * writes, and the cost per event falls as load rises. A write of one event
  * sets no wait, so at moderate load batched clients get events as soon as
- * plain ones. Measured with `npm run bench -- --clients 1000 --rates 45,200`
- * (2 rounds each): at 200 ev/s no wait gave 3.8 µs/msg and p99 51-52 ms, 0.25
- * 2.9 µs and 46 ms, 0.5 2.6 µs and 45 ms; waiting after every write, even of
- * one event, raised p99 at 45 ev/s from ~33 to ~49 ms.
+ * plain ones. Measured with `npm run bench -- --clients 1000 --rates 200` (or
+ * `45,200`) `--servers service --no-search`, 2 rounds each, batched clients at
+ * 200 ev/s: no wait 3.8 µs/msg and p99 51-52 ms; 0.25 2.9 µs and 46 ms; 0.5
+ * 2.6 µs and 45 ms. Waiting after every write, even of one event (0.25, in a
+ * full run), raised batched p99 at 45 ev/s from ~33 to ~49 ms.
  */
 const BATCHED_WAIT_FACTOR = 0.5
 
@@ -391,12 +392,13 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     },
 
     /**
-     * Commits the events emitted in this turn and sends them now rather than at the end of the turn,
-     * to batched clients too. Call it before telling anyone outside the process that an `emit` succeeded.
+     * Commits the events emitted in this turn and sends them now rather than at the end of the turn (to
+     * batched clients with their next write). Call it before telling anyone outside the process that an
+     * `emit` succeeded. It does not cut a batched wait short: the ingest route flushes every request, and
+     * under a stream of single-event POSTs that would undo the coalescing.
      */
     flush (): void {
       commitAndPublish()
-      writeBatched()
     },
 
     /** Subscribes in-process code to every emitted event; returns the unsubscribe function. */
