@@ -19,10 +19,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Writable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import sprintDashboard from '../src/app.ts'
-import { runExec } from '../src/cli.ts'
-import { createEventClient, type EventClient } from '../src/client.ts'
+import { runExec } from '../src/emitter/cli.ts'
+import { createEventClient, type EventClient } from '../src/emitter/client.ts'
 import type { Envelope } from '../src/events/schemas.ts'
-import { extractStoryStatuses, parseSprintStatus, SPRINT_STATUS_FILE } from '../src/sprint-status.ts'
+import { extractStoryStatuses, parseSprintStatus, SPRINT_STATUS_FILE } from '../src/lib/sprint-status.ts'
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 export const demoSprintDir = path.join(repoRoot, 'demo', 'sprint')
@@ -122,7 +122,7 @@ async function moveStory (options: DemoLoopOptions, key: string, status: string)
 
 /**
  * Runs the fake agent through the exec bridge, as an orchestrator runs `claude -p` through
- * `tsx src/cli.ts exec --story <key> --command <name> -- <agent...>`. The bridge runs in this
+ * `tsx src/emitter/cli.ts exec --story <key> --command <name> -- <agent...>`. The bridge runs in this
  * process (`runExec`, what `cli.ts exec` calls) to spare one process start per command.
  */
 async function runAgent (options: DemoLoopOptions, client: EventClient, storyKey: string, command: string): Promise<void> {

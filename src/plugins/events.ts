@@ -4,9 +4,9 @@ import { WebSocket } from 'ws'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
 import { InvalidEventError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
-import { envelopeJson, type EventRow, type SprintStore } from '../store.ts'
+import { envelopeJson, type EventRow, type SprintStore } from '../lib/sqlite-store.ts'
 import type { ResolvedOptions } from '../options.ts'
-import { sendFramed, textFrame } from '../ws-frames.ts'
+import { sendFramed, textFrame } from '../lib/ws-frames.ts'
 
 /** Close codes the service sends, from RFC 6455 §7.4.1. */
 export const CloseCode = {

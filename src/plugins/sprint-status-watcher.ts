@@ -11,7 +11,7 @@ import {
   SPRINT_STATUS_FILE,
   SprintStatusParseError,
   type StoryStatuses
-} from '../sprint-status.ts'
+} from '../lib/sprint-status.ts'
 
 export interface SprintStatusWatcherOptions {
   /** Directory holding `sprint-status.yaml`; watched as a directory so replace-by-rename is seen. */

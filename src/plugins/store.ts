@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
-import { createStore, type SprintStore } from '../store.ts'
-import { startCheckpointer } from '../checkpointer.ts'
+import { createStore, type SprintStore } from '../lib/sqlite-store.ts'
+import { startCheckpointer } from '../lib/checkpointer.ts'
 import type { ResolvedOptions } from '../options.ts'
 
 declare module 'fastify' {

@@ -14,7 +14,7 @@ import {
   withDetails,
   type ErrorDetail
 } from '../errors.ts'
-import { isOriginAllowed } from '../origin.ts'
+import { isOriginAllowed } from '../lib/origin.ts'
 import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
 import type { ResolvedOptions } from '../options.ts'
 

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { SprintStatusInvalidError, SprintStatusNotFoundError } from '../errors.ts'
 import type { ResolvedOptions } from '../options.ts'
-import { parseSprintStatus, SPRINT_STATUS_FILE, SprintStatusParseError } from '../sprint-status.ts'
+import { parseSprintStatus, SPRINT_STATUS_FILE, SprintStatusParseError } from '../lib/sprint-status.ts'
 import { ErrorReplySchema } from './ingest.ts'
 
 export const SprintStatusReplySchema = Type.Object({

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { scanStoryDescriptions } from '../story-descriptions.ts'
+import { scanStoryDescriptions } from '../lib/story-descriptions.ts'
 import type { ResolvedOptions } from '../options.ts'
 
 export const StoryDescriptionsSchema = Type.Record(Type.String(), Type.String(), {

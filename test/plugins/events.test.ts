@@ -280,7 +280,7 @@ t.test('events of one turn are committed together, before clients see them, and 
 
   app.events.emit('error', { type: 'x', message: 'emitted just before close' })
   await app.close()
-  const { createStore } = await import('../../src/store.ts')
+  const { createStore } = await import('../../src/lib/sqlite-store.ts')
   const reopened = createStore(dbPath)
   t.teardown(() => reopened.close())
   t.equal(reopened.getLastEventId(), first.id + 2, 'close committed the last turn')

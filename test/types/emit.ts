@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type {} from '../../src/plugins/events.ts'
-import { createEventClient } from '../../src/client.ts'
+import { createEventClient } from '../../src/emitter/client.ts'
 
 export function inProcess (app: FastifyInstance): unknown[] {
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })

@@ -2,9 +2,9 @@ import t from 'tap'
 import { existsSync, statSync } from 'node:fs'
 import path from 'node:path'
 import Fastify from 'fastify'
-import { createStore } from '../src/store.ts'
-import { startCheckpointer } from '../src/checkpointer.ts'
-import { listen, tempDir, waitFor } from './helper.ts'
+import { createStore } from '../../src/lib/sqlite-store.ts'
+import { startCheckpointer } from '../../src/lib/checkpointer.ts'
+import { listen, tempDir, waitFor } from '../helper.ts'
 
 const autocheckpoint = (db: { pragma: (source: string, options: { simple: true }) => unknown }): unknown =>
   db.pragma('wal_autocheckpoint', { simple: true })

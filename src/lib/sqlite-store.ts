@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3'
-import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } from './events/schemas.ts'
-import { EventType } from './events/schemas.ts'
+import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } from '../events/schemas.ts'
+import { EventType } from '../events/schemas.ts'
 
 /** A row of the `events` table as stored: the payload stays JSON text so replays need no parse/stringify round trip. */
 export interface EventRow {

@@ -1,4 +1,4 @@
-import type { Envelope, EventPayload, EventTypeName } from './events/schemas.ts'
+import type { Envelope, EventPayload, EventTypeName } from '../events/schemas.ts'
 
 /**
  * A small typed client for `POST /api/events`, for orchestrators written in TypeScript.

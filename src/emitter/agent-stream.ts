@@ -1,5 +1,5 @@
-import type { CommandEnd, CommandMetrics, CommandProgress, CommandStart } from './events/schemas.ts'
-import { Limits } from './events/schemas.ts'
+import type { CommandEnd, CommandMetrics, CommandProgress, CommandStart } from '../events/schemas.ts'
+import { Limits } from '../events/schemas.ts'
 
 /**
  * Translation of the agent CLI's `--output-format stream-json` NDJSON into dashboard events.

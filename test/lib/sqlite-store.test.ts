@@ -1,8 +1,8 @@
 import t from 'tap'
 import path from 'node:path'
-import { createStore } from '../src/store.ts'
-import { tempDir, type TestContext } from './helper.ts'
-import type { EventTypeName } from '../src/events/schemas.ts'
+import { createStore } from '../../src/lib/sqlite-store.ts'
+import { tempDir, type TestContext } from '../helper.ts'
+import type { EventTypeName } from '../../src/events/schemas.ts'
 
 async function openStore (t: TestContext) {
   const dir = await tempDir(t)

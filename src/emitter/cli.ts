@@ -1,10 +1,10 @@
 /**
  * Command-line way in for orchestrators that are not written in TypeScript:
  *
- *   tsx src/cli.ts emit <type> --json '<payload>'          post one event, print its id
- *   tsx src/cli.ts emit --file events.ndjson                post many (`-` reads stdin)
- *   tsx src/cli.ts log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
- *   tsx src/cli.ts exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
+ *   tsx src/emitter/cli.ts emit <type> --json '<payload>'          post one event, print its id
+ *   tsx src/emitter/cli.ts emit --file events.ndjson                post many (`-` reads stdin)
+ *   tsx src/emitter/cli.ts log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
+ *   tsx src/emitter/cli.ts exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
  *
  * Every command takes `--url` (env SPRINT_URL, default http://127.0.0.1:8080) and `--token` (env SPRINT_INGEST_TOKEN).
  */

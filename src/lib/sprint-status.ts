@@ -1,5 +1,5 @@
 import yaml from 'js-yaml'
-import { Limits, type StoryStatus } from './events/schemas.ts'
+import { Limits, type StoryStatus } from '../events/schemas.ts'
 
 /**
  * Reading `sprint-status.yaml`: parse, pick out the story statuses, and diff two versions into

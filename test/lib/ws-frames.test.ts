@@ -2,8 +2,8 @@ import t from 'tap'
 import { once } from 'node:events'
 import { connect as netConnect, type AddressInfo } from 'node:net'
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from 'ws'
-import { rawSocket, sendFramed, textFrame } from '../src/ws-frames.ts'
-import type { TestContext } from './helper.ts'
+import { rawSocket, sendFramed, textFrame } from '../../src/lib/ws-frames.ts'
+import type { TestContext } from '../helper.ts'
 
 /** A real `ws` server on 127.0.0.1 that hands over the server side of its next connection. */
 async function wsServer (t: TestContext, options: ServerOptions = {}): Promise<{ port: number, accepted: () => Promise<WebSocket> }> {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createServer } from 'node:net'
-import { chunkEvents, createEventClient, createEventSender, EventClientError, type UncheckedEventInput } from '../src/client.ts'
-import { connect, listen, validPayloads } from './helper.ts'
+import { chunkEvents, createEventClient, createEventSender, EventClientError, type UncheckedEventInput } from '../../src/emitter/client.ts'
+import { connect, listen, validPayloads } from '../helper.ts'
 
 /** A port nothing listens on (yet): bound once by the OS, then released. */
 async function freePort (): Promise<number> {

@@ -8,8 +8,8 @@ import {
   parseTaskLogLine,
   taskLogEvents,
   type BridgeEvent
-} from '../src/agent-stream.ts'
-import { readFixtureLines } from './fixtures/fake-agent.ts'
+} from '../../src/emitter/agent-stream.ts'
+import { readFixtureLines } from '../fixtures/fake-agent.ts'
 
 const context = { storyKey: '1-2', command: 'dev-story', taskId: 'dev-story' }
 const vars = { story_key: '1-2', epic: '1', command: 'dev-story' }

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { mkdir, writeFile, symlink } from 'node:fs/promises'
 import path from 'node:path'
-import { extractDescription, scanStoryDescriptions, MAX_STORY_FILE_BYTES } from '../src/story-descriptions.ts'
-import { tempDir } from './helper.ts'
+import { extractDescription, scanStoryDescriptions, MAX_STORY_FILE_BYTES } from '../../src/lib/story-descriptions.ts'
+import { tempDir } from '../helper.ts'
 
 t.test('the ## Story section: bold removed, newlines folded, cut at the next ## heading', async t => {
   const md = '# 2a-1: Login\n\nStatus: draft\n\n## Story:\n\nAs an **operator**,\r\nI want to **log in**,\n\n\nso that I can work.\n\n## Acceptance Criteria\n- one\n'

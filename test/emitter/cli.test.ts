@@ -5,10 +5,10 @@ import { createServer } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
-import { runCli, runExec } from '../src/cli.ts'
-import { createEventClient } from '../src/client.ts'
-import { connect, listen, tempDir, type TestClient } from './helper.ts'
-import { readFixtureLines } from './fixtures/fake-agent.ts'
+import { runCli, runExec } from '../../src/emitter/cli.ts'
+import { createEventClient } from '../../src/emitter/client.ts'
+import { connect, listen, tempDir, type TestClient } from '../helper.ts'
+import { readFixtureLines } from '../fixtures/fake-agent.ts'
 
 interface RunResult {
   code: number | null
@@ -16,12 +16,12 @@ interface RunResult {
   stderr: string
 }
 
-/** Runs `node --import tsx src/cli.ts ...args` as a child process, the way an orchestrator would. */
+/** Runs `node --import tsx src/emitter/cli.ts ...args` as a child process, the way an orchestrator would. */
 async function cli (args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<RunResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
   if (options.env?.SPRINT_URL === undefined) delete env.SPRINT_URL
   if (options.env?.SPRINT_INGEST_TOKEN === undefined) delete env.SPRINT_INGEST_TOKEN
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env, stdio: 'pipe' })
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/emitter/cli.ts', ...args], { env, stdio: 'pipe' })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
@@ -276,7 +276,7 @@ t.test('exec: SIGTERM is forwarded to the agent and reported as its exit', async
   const { client } = await connect(t, wsUrl)
   // An agent that says hello and then works until it is stopped.
   const agent = 'process.stdout.write(JSON.stringify({ type: "system", subtype: "init", model: "m" }) + "\\n"); setInterval(() => {}, 1000)'
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'exec', '--story', '1-1', '--command', 'dev-story', '--url', url, '--',
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/emitter/cli.ts', 'exec', '--story', '1-1', '--command', 'dev-story', '--url', url, '--',
     process.execPath, '-e', agent], { stdio: ['ignore', 'ignore', 'pipe'] })
   const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
   t.teardown(() => clearTimeout(guard))
