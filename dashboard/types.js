@@ -9,10 +9,8 @@
 /** @typedef {import('../src/events/schemas.ts').Batch} Batch */
 /** @typedef {import('../src/events/schemas.ts').EventTypeName} EventTypeName */
 
-/**
- * The first message on every connection.
- * @typedef {{ batch: Batch | null, events: Envelope[], resumed: boolean, reset: boolean, error?: string }} InitPayload
- */
+/** The first message on every connection. @typedef {import('../src/events/protocol.ts').InitPayload} InitPayload */
+/** A transient message without an id; never a resume point. @typedef {import('../src/events/protocol.ts').Notice} Notice */
 
 /**
  * UI preferences that survive a reload.

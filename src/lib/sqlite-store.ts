@@ -87,11 +87,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
 `
 
-/** The JSON text of an envelope built from a stored row, without parsing the payload. */
-export function envelopeJson (row: EventRow): string {
-  return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
-}
-
 function toBatch (row: BatchDbRow | undefined): Batch | null {
   if (row === undefined) return null
   return { ...row, max_cycles: row.max_cycles ?? 'all' }

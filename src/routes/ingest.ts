@@ -12,14 +12,12 @@ import {
   OriginNotAllowedError,
   TooManyEventsError,
   withDetails,
+  ErrorReplySchema,
   type ErrorDetail
 } from '../errors.ts'
 import { isOriginAllowed } from '../lib/origin.ts'
-import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
+import { RequestLimits } from '../events/protocol.ts'
 import type { ResolvedOptions } from '../options.ts'
-
-/** Largest request body `POST /api/events` reads; beyond it the answer is 413. */
-export const INGEST_BODY_LIMIT = 1024 * 1024
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
   description: 'One event {type, payload} or an array of up to 1,000'
@@ -30,16 +28,6 @@ export const IngestReplySchema = Type.Object({
   events: Type.Array(EnvelopeSchema, { description: 'The stored envelopes, in the order sent' })
 })
 export type IngestReply = Static<typeof IngestReplySchema>
-
-/** The service's error shape (see the error handler in app.ts). */
-export const ErrorReplySchema = Type.Object({
-  statusCode: Type.Integer(),
-  code: Type.Optional(Type.String()),
-  error: Type.String(),
-  message: Type.String(),
-  details: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() })))
-})
-export type ErrorReply = Static<typeof ErrorReplySchema>
 
 export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
 
@@ -123,7 +111,7 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.setValidatorCompiler(TypeBoxValidatorCompiler)
 
   fastify.post('/api/events', {
-    bodyLimit: INGEST_BODY_LIMIT,
+    bodyLimit: RequestLimits.ingestBodyBytes,
     // Authorization runs before the body is read, so a refused request costs no parsing.
     onRequest: authorize,
     // The schema documents and checks the envelope; the handler turns a failure into field paths.
@@ -135,13 +123,14 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
         400: ErrorReplySchema,
         401: ErrorReplySchema,
         403: ErrorReplySchema,
-        413: ErrorReplySchema
+        413: ErrorReplySchema,
+        503: ErrorReplySchema
       }
     }
   }, async (request, reply) => {
     const body: unknown = request.body
     const inputs = Array.isArray(body) ? body as unknown[] : [body]
-    if (Array.isArray(body) && body.length > MAX_EVENTS_PER_CALL) throw new TooManyEventsError(MAX_EVENTS_PER_CALL, body.length)
+    if (Array.isArray(body) && body.length > RequestLimits.eventsPerRequest) throw new TooManyEventsError(RequestLimits.eventsPerRequest, body.length)
     if (request.validationError !== undefined) {
       const details = describeBody(body)
       if (details.length === 0) details.push({ path: '', message: request.validationError.message })
@@ -152,13 +141,12 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     }
     if (Array.isArray(body)) {
       reply.code(201)
-      return { events: fastify.events.emitMany(body as EventInput[]) }
+      return { events: await fastify.events.emitMany(body as EventInput[]) }
     }
-    // A single event reports its paths without an index (`/payload/status`).
+    // A single event reports its paths without an index (`/payload/status`). emit() resolves once
+    // the event is committed, with the other requests' events of the same turn: one commit for all.
     const { type, payload } = body as EventInput
-    const envelope = fastify.events.emit(type as EventTypeName, payload as never)
-    // emit() commits at the end of the turn; the 201 must not go out before the event is durable.
-    fastify.events.flush()
+    const envelope = await fastify.events.emit(type as EventTypeName, payload as never)
     reply.code(201)
     return { events: [envelope] }
   })
