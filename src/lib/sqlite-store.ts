@@ -110,7 +110,7 @@ function toEnvelope (row: EventRow): Envelope {
 export function createStore (dbPath: string) {
   const db = new Database(dbPath)
   db.pragma('journal_mode = WAL')
-  // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See README "Durability".
+  // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See docs/durability.md.
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
   db.exec(schema)
@@ -227,7 +227,7 @@ export function createStore (dbPath: string) {
     /**
      * Opens a transaction that later appends join until `commit()`. The
      * broadcaster groups every emit of one event-loop turn this way: one commit
-     * per turn instead of one per event (see README "Durability").
+     * per turn instead of one per event (see docs/durability.md).
      */
     begin (): void {
       if (!db.inTransaction) statements.begin.run()
