@@ -185,6 +185,27 @@ if (requireChromium(t)) {
       emit('command:end', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'xss', status: 'failed' })
     })
 
+    await t.test('a broker notice shows a banner and never moves the page\'s cursor', async t => {
+      const task = { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'notice' }
+      const before = await emit('command:progress', { ...task, message: 'before the notice' })
+      await page.locator(row(before.id)).waitFor()
+      const rowsBefore = await page.locator('#log .row').count()
+      const banner = page.locator('#notice-banner')
+      t.notOk(await banner.isVisible(), 'no banner while all is well')
+
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'down' } })
+      await banner.waitFor({ state: 'visible' })
+      t.match(await banner.innerText(), /broker is unreachable/)
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(before.id), 'a notice is not a resume point')
+      t.equal(await page.locator('#log .row').count(), rowsBefore, 'a notice is not a log row')
+
+      const after = await emit('command:end', { ...task, status: 'success' })
+      await page.locator(row(after.id)).waitFor()
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(after.id), 'the next stored event moves it')
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'up' } })
+      await banner.waitFor({ state: 'hidden' })
+    })
+
     await t.test('a server restart is survived without gaps or duplicates', async t => {
       const before = await emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'before the restart' })
       await page.locator(row(before.id)).waitFor()
