@@ -375,6 +375,30 @@ if (requireChromium(t)) {
     t.same(problems, [], 'no page errors and no CSP violations')
   })
 
+  t.test('the board says when there is no sprint file, and why a refused one is not drawn', async t => {
+    const artifactsDir = await tempDir(t)
+    const server = await listen(t, { artifactsDir, dbPath: ':memory:' })
+    const browser = await launchChromium(t as TestContext)
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    page.setDefaultTimeout(10_000)
+    const problems = watchPageProblems(page)
+
+    await page.goto(`${server.url}/`)
+    t.equal(await waitForText(page, '#board-empty', /No sprint/), 'No sprint-status.yaml in the artifacts directory yet.')
+
+    // A merge gone wrong: the same key twice. A line-by-line reader would draw two cards from it.
+    await writeFile(path.join(artifactsDir, 'sprint-status.yaml'),
+      'project: broken-merge\ndevelopment_status:\n  1-1-account-signup: done\n  1-1-account-signup: backlog\n')
+    const refused = await server.app.inject({ method: 'GET', url: '/api/sprint-status' })
+    t.equal(refused.statusCode, 500, 'the server refuses the file')
+    await page.reload()
+    t.match(await waitForText(page, '#board-empty', /Could not load/), /Could not load the sprint status: .*duplicated mapping key/,
+      'the page says why, in the server\'s words')
+    t.equal(await page.locator('.story').count(), 0, 'no card drawn from the refused file')
+    t.equal(await page.textContent('#project-name'), '', 'nothing taken from the refused file')
+    t.same(problems, [])
+  })
+
   t.test('works when mounted under a prefix', async t => {
     const artifactsDir = await tempDir(t)
     await writeSprint(artifactsDir)
