@@ -185,6 +185,27 @@ if (requireChromium(t)) {
       emit('command:end', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'xss', status: 'failed' })
     })
 
+    await t.test('a broker notice shows a banner and never moves the page\'s cursor', async t => {
+      const task = { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'notice' }
+      const before = await emit('command:progress', { ...task, message: 'before the notice' })
+      await page.locator(row(before.id)).waitFor()
+      const rowsBefore = await page.locator('#log .row').count()
+      const banner = page.locator('#notice-banner')
+      t.notOk(await banner.isVisible(), 'no banner while all is well')
+
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'down' } })
+      await banner.waitFor({ state: 'visible' })
+      t.match(await banner.innerText(), /broker is unreachable/)
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(before.id), 'a notice is not a resume point')
+      t.equal(await page.locator('#log .row').count(), rowsBefore, 'a notice is not a log row')
+
+      const after = await emit('command:end', { ...task, status: 'success' })
+      await page.locator(row(after.id)).waitFor()
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(after.id), 'the next stored event moves it')
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'up' } })
+      await banner.waitFor({ state: 'hidden' })
+    })
+
     await t.test('a server restart is survived without gaps or duplicates', async t => {
       const before = await emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'before the restart' })
       await page.locator(row(before.id)).waitFor()
@@ -352,6 +373,30 @@ if (requireChromium(t)) {
     })
 
     t.same(problems, [], 'no page errors and no CSP violations')
+  })
+
+  t.test('the board says when there is no sprint file, and why a refused one is not drawn', async t => {
+    const artifactsDir = await tempDir(t)
+    const server = await listen(t, { artifactsDir, dbPath: ':memory:' })
+    const browser = await launchChromium(t as TestContext)
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    page.setDefaultTimeout(10_000)
+    const problems = watchPageProblems(page)
+
+    await page.goto(`${server.url}/`)
+    t.equal(await waitForText(page, '#board-empty', /No sprint/), 'No sprint-status.yaml in the artifacts directory yet.')
+
+    // A merge gone wrong: the same key twice. A line-by-line reader would draw two cards from it.
+    await writeFile(path.join(artifactsDir, 'sprint-status.yaml'),
+      'project: broken-merge\ndevelopment_status:\n  1-1-account-signup: done\n  1-1-account-signup: backlog\n')
+    const refused = await server.app.inject({ method: 'GET', url: '/api/sprint-status' })
+    t.equal(refused.statusCode, 500, 'the server refuses the file')
+    await page.reload()
+    t.match(await waitForText(page, '#board-empty', /Could not load/), /Could not load the sprint status: .*duplicated mapping key/,
+      'the page says why, in the server\'s words')
+    t.equal(await page.locator('.story').count(), 0, 'no card drawn from the refused file')
+    t.equal(await page.textContent('#project-name'), '', 'nothing taken from the refused file')
+    t.same(problems, [])
   })
 
   t.test('works when mounted under a prefix', async t => {
