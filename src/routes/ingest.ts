@@ -2,7 +2,7 @@ import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fasti
 import type { FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
+import { EnvelopeSchema, EventInputSchema, Limits, type EventInput, type EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
 import {
   IngestNotLoopbackError,
@@ -15,6 +15,7 @@ import {
   type ErrorDetail
 } from '../errors.ts'
 import { isOriginAllowed } from '../lib/origin.ts'
+import { readUpstreamImportState } from '../lib/upstream-imports.ts'
 import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
 import type { ResolvedOptions } from '../options.ts'
 
@@ -40,6 +41,16 @@ export const ErrorReplySchema = Type.Object({
   details: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() })))
 })
 export type ErrorReply = Static<typeof ErrorReplySchema>
+
+export const UpstreamImportsQuerySchema = Type.Object({
+  db: Type.String({ minLength: 1, maxLength: Limits.key, description: 'Identity of the sprint runner database, as import-upstream computes it' })
+}, { additionalProperties: false })
+
+export const UpstreamImportsReplySchema = Type.Object({
+  imported: Type.Array(Type.String(), { description: 'table/row/type of every event already imported from that database' }),
+  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' })
+})
+export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
 
 export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
 
@@ -169,6 +180,21 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.options('/api/events', async (_request, reply) => {
     await reply.code(204).header('allow', 'POST, OPTIONS').send()
   })
+
+  // `import-upstream --url` reads here what it already brought, so that a second run imports nothing
+  // twice (see src/lib/upstream-imports.ts). Only an ingest client needs it: same authorization, no CORS.
+  fastify.get('/api/upstream-imports', {
+    onRequest: authorize,
+    schema: {
+      querystring: UpstreamImportsQuerySchema,
+      response: {
+        200: UpstreamImportsReplySchema,
+        400: ErrorReplySchema,
+        401: ErrorReplySchema,
+        403: ErrorReplySchema
+      }
+    }
+  }, async (request) => readUpstreamImportState(fastify.sprintStore.db, request.query.db))
 }
 
 export default ingestRoute
