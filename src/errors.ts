@@ -62,3 +62,6 @@ export const StoreInUseError = createError<[string]>(
 
 export const UpstreamImportsUnsupportedError = createError<[string]>(
   'SPRINT_UPSTREAM_IMPORTS_UNSUPPORTED', 'The service at %s has no GET /api/upstream-imports (an older version); update it, or stop it and import with --db', 404)
+
+export const LiveBatchRunningError = createError<[number]>(
+  'SPRINT_LIVE_BATCH_RUNNING', 'Batch %d is running in the service: imported batches start before it and would end it; import when no batch is running', 409)

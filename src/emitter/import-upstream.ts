@@ -22,7 +22,7 @@ import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import type { EventTypeName } from '../events/schemas.ts'
 import { validateEvent } from '../events/validate.ts'
-import { StoreInUseError, UpstreamDatabaseInvalidError, UpstreamImportsUnsupportedError } from '../errors.ts'
+import { LiveBatchRunningError, StoreInUseError, UpstreamDatabaseInvalidError, UpstreamImportsUnsupportedError } from '../errors.ts'
 import { createStore } from '../lib/sqlite-store.ts'
 import { readUpstreamImportState, upstreamKey, UPSTREAM_FIELD, type UpstreamImportState, type UpstreamMarker } from '../lib/upstream-imports.ts'
 import { chunkEvents, createEventClient, EventClientError } from './client.ts'
@@ -262,7 +262,12 @@ function payloadFromColumns (row: EventRow, contextRefreshTaskId: (row: EventRow
   }
 }
 
-/** The rows of `history` a target with `state` does not have yet. */
+/**
+ * The rows of `history` a target with `state` does not have yet. Throws `SPRINT_LIVE_BATCH_RUNNING`
+ * when there is something to import and the target is running a batch it got live: the store ends
+ * every running batch when another starts, so the first imported `batch:start` would end it, and
+ * the history's events would be filed under whichever batch was running when they were appended.
+ */
 export function planImport (history: UpstreamHistory, state: UpstreamImportState): {
   events: UpstreamEvent[]
   alreadyImported: number
@@ -287,6 +292,7 @@ export function planImport (history: UpstreamHistory, state: UpstreamImportState
       events.push(event)
     }
   }
+  if (events.length > 0 && state.running !== null && live.has(state.running)) throw new LiveBatchRunningError(state.running)
   return { events, alreadyImported, liveBatches: [...liveSeen].sort((a, b) => a - b) }
 }
 
@@ -427,7 +433,7 @@ async function readServiceState (url: string, token: string | undefined, identit
     throw new Error(`${endpoint.href} answered ${response.status}: ${message}`)
   }
   const state = body as Partial<UpstreamImportState> | undefined
-  if (!Array.isArray(state?.imported) || !Array.isArray(state.batches)) throw new Error(`${endpoint.href} answered with an unexpected body`)
+  if (!Array.isArray(state?.imported) || !Array.isArray(state.batches) || state.running === undefined) throw new Error(`${endpoint.href} answered with an unexpected body`)
   return state as UpstreamImportState
 }
 

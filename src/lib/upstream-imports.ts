@@ -34,6 +34,8 @@ export interface UpstreamImportState {
   imported: string[]
   /** Every batch id the store knows, imported or not: a batch it has but did not import was sent live. */
   batches: number[]
+  /** The batch the store shows as running, if any. */
+  running: number | null
 }
 
 /**
@@ -50,5 +52,8 @@ export function readUpstreamImportState (database: Database.Database, db: string
     .filter(row => typeof row.source_table === 'string' && typeof row.source_row === 'number')
     .map(row => upstreamKey(row.source_table as string, row.source_row as number, row.type))
   const batches = database.prepare<[], { id: number }>('SELECT id FROM batches ORDER BY id').all().map(row => row.id)
-  return { imported, batches }
+  // The store's own rule for the active batch (sqlite-store.ts).
+  const running = database.prepare<[], { id: number }>(
+    "SELECT id FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC LIMIT 1").get()?.id ?? null
+  return { imported, batches, running }
 }

@@ -48,7 +48,8 @@ export const UpstreamImportsQuerySchema = Type.Object({
 
 export const UpstreamImportsReplySchema = Type.Object({
   imported: Type.Array(Type.String(), { description: 'table/row/type of every event already imported from that database' }),
-  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' })
+  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' }),
+  running: Type.Union([Type.Integer(), Type.Null()], { description: 'The batch the service shows as running' })
 })
 export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
 
