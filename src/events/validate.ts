@@ -20,13 +20,22 @@ export function isEventType (type: unknown): type is EventTypeName {
 }
 
 /**
- * What JSON Schema cannot say about the open parts of a payload (`context`): nesting deeper than
- * `Limits.depth` (10,000 levels made JSON.stringify overflow the stack), numbers JSON cannot carry
- * (`1e309` parses to Infinity and would be stored as null), values that are not JSON at all, and keys
- * that pollute prototypes when a client merges the object. Recursion stops at `Limits.depth`, so a
- * cyclic object is reported as too deep rather than looping.
+ * What the schemas cannot say about the open parts of a payload (undeclared fields, error `context`),
+ * checked over the whole payload once its schema passed:
+ * - nesting deeper than `Limits.depth` (10,000 levels made JSON.stringify overflow the stack);
+ * - more than `Limits.properties` properties in one object, property names longer than `Limits.key`,
+ *   strings longer than `Limits.message`, arrays longer than `Limits.listItems`: an undeclared field
+ *   is kept and fanned out to every client, so it is bounded like a declared one;
+ * - numbers JSON cannot carry (`1e309` parses to Infinity and would be stored as null) and values that
+ *   are not JSON at all;
+ * - keys that pollute prototypes when a client merges the object.
+ * Recursion stops at `Limits.depth`, so a cyclic object is reported as too deep rather than looping.
  */
-function findNonJson (value: unknown, path: string, depth: number, details: ErrorDetail[]): void {
+function findUnbounded (value: unknown, path: string, depth: number, details: ErrorDetail[]): void {
+  if (typeof value === 'string') {
+    if (value.length > Limits.message) details.push({ path, message: `Expected a string of at most ${Limits.message} characters` })
+    return
+  }
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) details.push({ path, message: 'Expected a finite number (JSON has no NaN or Infinity, and 1e309 parses to Infinity)' })
     return
@@ -41,18 +50,36 @@ function findNonJson (value: unknown, path: string, depth: number, details: Erro
     return
   }
   if (Array.isArray(value)) {
-    for (let index = 0; index < value.length && details.length < MAX_FINDINGS; index++) findNonJson(value[index], `${path}/${index}`, depth + 1, details)
+    if (value.length > Limits.listItems) {
+      details.push({ path, message: `Expected an array of at most ${Limits.listItems} items` })
+      return
+    }
+    for (let index = 0; index < value.length && details.length < MAX_FINDINGS; index++) findUnbounded(value[index], `${path}/${index}`, depth + 1, details)
     return
   }
-  for (const [key, item] of Object.entries(value)) {
+  const entries = Object.entries(value)
+  if (entries.length > Limits.properties) {
+    details.push({ path, message: `Expected an object of at most ${Limits.properties} properties` })
+    return
+  }
+  for (const [key, item] of entries) {
     if (details.length >= MAX_FINDINGS) return
-    const itemPath = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`
+    const itemPath = `${path}/${pointerToken(key.length > Limits.key ? `${key.slice(0, 64)}…` : key)}`
+    if (key.length > Limits.key) {
+      details.push({ path: itemPath, message: `Property names may be at most ${Limits.key} characters long` })
+      continue
+    }
     if (key === '__proto__' || (key === 'constructor' && typeof item === 'object' && item !== null && Object.hasOwn(item, 'prototype'))) {
       details.push({ path: itemPath, message: `The key "${key}" is not accepted: it can pollute object prototypes` })
       continue
     }
-    findNonJson(item, itemPath, depth + 1, details)
+    findUnbounded(item, itemPath, depth + 1, details)
   }
+}
+
+/** A property name as one JSON pointer token (RFC 6901). */
+function pointerToken (key: string): string {
+  return key.replaceAll('~', '~0').replaceAll('/', '~1')
 }
 
 /**
@@ -70,7 +97,7 @@ export function validateEvent (type: unknown, payload: unknown, pathPrefix = '')
   const checker = checkers.get(type)!
   const details: ErrorDetail[] = []
   if (checker.Check(payload)) {
-    findNonJson(payload, `${pathPrefix}/payload`, 1, details)
+    findUnbounded(payload, `${pathPrefix}/payload`, 1, details)
     return details
   }
   const seen = new Set<string>()

@@ -112,7 +112,10 @@ const ingestCases: Case[] = [
   { name: 'empty story_key', run: () => post(event('command:start', { ...validPayloads['command:start'], story_key: '' })), status: 400, message: invalidEvent('/payload/story_key') },
   { name: 'client-chosen id', run: () => post(json({ id: 1, type: 'error', payload: validPayloads.error })), status: 400, message: /\/id Unexpected property/ },
   { name: 'client-chosen timestamp', run: () => post(json({ type: 'error', payload: validPayloads.error, timestamp: 0 })), status: 400, message: /\/timestamp Unexpected property/ },
-  { name: 'extra payload field', run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, admin: true })), status: 400, message: invalidEvent('/payload/admin') },
+  // Undeclared payload fields are accepted and kept (producers add fields), but bounded like declared ones.
+  { name: `extra payload field with a name longer than ${Limits.key}`, run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, ['a'.repeat(Limits.key + 1)]: true })), status: 400, message: /SPRINT_INVALID_EVENT .*\/payload\/a+… Property names may be at most 256/ },
+  { name: 'extra payload field longer than 64 KiB', run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, note: 'n'.repeat(Limits.message + 1) })), status: 400, message: invalidEvent('/payload/note') },
+  { name: `payload with ${Limits.properties + 1} properties`, run: () => post(event('cycle:end', { cycle_number: 1, completed_stories: [], ...Object.fromEntries(Array.from({ length: Limits.properties - 1 }, (_, i) => [`x${i}`, i])) })), status: 400, message: invalidEvent('/payload') },
   {
     name: 'one bad event in an array stores none',
     run: () => post(json([{ type: 'error', payload: validPayloads.error }, { type: 'error', payload: validPayloads.error }, { type: 'batch:start', payload: {} }])),
