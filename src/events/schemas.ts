@@ -16,7 +16,9 @@ export const Limits = {
   /** Objects and arrays nested in one another, the payload itself counted: recursion over stored JSON stays shallow. */
   depth: 32,
   /** Properties of any one object in a payload, the payload itself counted. */
-  properties: 256
+  properties: 256,
+  /** How far a producer's `timestamp` may be ahead of the server's clock: clocks drift, but not by minutes. */
+  futureTimestampMs: 60_000
 } as const
 
 const Key = Type.String({ minLength: 1, maxLength: Limits.key })
@@ -343,10 +345,15 @@ export type EventPayload<T extends EventTypeName> = Static<typeof PayloadSchemas
 /** Payload map keyed by event type. */
 export type EventPayloads = { [T in EventTypeName]: EventPayload<T> }
 
-/** An event as an emitter sends it: `{ type, payload }`. */
+/**
+ * An event as an emitter sends it: `{ type, payload }` and, optionally, when it happened.
+ * A `timestamp` more than `Limits.futureTimestampMs` ahead of the server's clock is refused
+ * (see `validateTimestamp`); without one the server's time is used.
+ */
 export const EventInputSchema = Type.Object({
   type: Type.String({ maxLength: Limits.key }),
-  payload: Type.Unknown()
+  payload: Type.Unknown(),
+  timestamp: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the epoch, when the event happened' }))
 }, closed)
 export type EventInput = Static<typeof EventInputSchema>
 

@@ -116,3 +116,31 @@ export function describeInvalidEvent (type: unknown, details: ErrorDetail[]): st
   const name = typeof type === 'string' ? type : JSON.stringify(type)
   return `Invalid event "${name}": ${details.map(d => `${d.path} ${d.message}`).join('; ')}`
 }
+
+/**
+ * Checks a producer's `timestamp` (ms since the epoch, when the event happened): absent is fine (the
+ * server's time is used); otherwise a safe non-negative integer at most `Limits.futureTimestampMs`
+ * ahead of `now`. Past times are accepted: events are often sent late (a queue, an import).
+ *
+ * @example
+ * validateTimestamp(Date.now() + 3_600_000, '/0/timestamp') // [{ path: '/0/timestamp', message: 'Expected ... at most 60 s ahead ...' }]
+ */
+export function validateTimestamp (timestamp: unknown, path: string, now: number = Date.now()): ErrorDetail[] {
+  if (timestamp === undefined) return []
+  if (typeof timestamp !== 'number' || !Number.isSafeInteger(timestamp) || timestamp < 0) {
+    return [{ path, message: `Expected a timestamp in ms since the epoch (a safe non-negative integer), got ${JSON.stringify(timestamp)?.slice(0, 64) ?? typeof timestamp}` }]
+  }
+  if (timestamp > now + Limits.futureTimestampMs) {
+    return [{ path, message: `Expected a timestamp at most ${Limits.futureTimestampMs / 1000} s ahead of the server's clock; ${timestamp} is ${Math.round((timestamp - now) / 1000)} s ahead` }]
+  }
+  return []
+}
+
+/**
+ * Checks one event as an emitter sends it: its type and payload (`validateEvent`) and its optional
+ * `timestamp` (`validateTimestamp`), with paths prefixed by `pathPrefix`.
+ */
+export function validateEventInput (input: { type?: unknown, payload?: unknown, timestamp?: unknown }, pathPrefix = '', now: number = Date.now()): ErrorDetail[] {
+  const details = validateEvent(input.type, input.payload, pathPrefix)
+  return input.timestamp === undefined ? details : [...details, ...validateTimestamp(input.timestamp, `${pathPrefix}/timestamp`, now)]
+}

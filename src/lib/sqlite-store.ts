@@ -98,6 +98,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
 `
 
+/** A validated event on its way into the store; `timestamp` when the producer gave one. */
+export interface EventToAppend {
+  type: EventTypeName
+  payload: unknown
+  payloadJson: string
+  timestamp?: number | undefined
+}
+
 /** The JSON text of an envelope built from a stored row, without parsing the payload. */
 export function envelopeJson (row: EventRow): string {
   return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
@@ -259,8 +267,8 @@ export function createStore (dbPath: string) {
     return { id, type, payload: payloadJson, timestamp }
   }
 
-  const appendMany = db.transaction((events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number) =>
-    events.map(e => appendOne(e.type, e.payload, e.payloadJson, timestamp)))
+  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) =>
+    events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)))
 
   // Projection and append commit together or not at all.
   const appendInTransaction = db.transaction(appendOne)
@@ -295,8 +303,11 @@ export function createStore (dbPath: string) {
         : appendOne(type, payload, payloadJson, timestamp)
     },
 
-    /** Appends validated events in one transaction: all are stored or none. */
-    appendEvents (events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number): EventRow[] {
+    /**
+     * Appends validated events in one transaction: all are stored or none. Each is stamped with its own
+     * `timestamp` (when the producer said it happened) or, without one, with `timestamp`.
+     */
+    appendEvents (events: readonly EventToAppend[], timestamp: number): EventRow[] {
       return appendMany(events, timestamp)
     },
 

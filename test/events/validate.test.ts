@@ -1,5 +1,5 @@
 import t from 'tap'
-import { validateEvent, describeInvalidEvent, isEventType } from '../../src/events/validate.ts'
+import { validateEvent, describeInvalidEvent, isEventType, validateTimestamp } from '../../src/events/validate.ts'
 import { EventType, PayloadSchemas, Limits } from '../../src/events/schemas.ts'
 import { validPayloads } from '../helper.ts'
 
@@ -94,6 +94,19 @@ t.test('undeclared fields are bounded like declared ones', async t => {
   }
   const wide = Object.fromEntries(Array.from({ length: Limits.properties - 3 + 1 }, (_, i) => [`p${i}`, i]))
   t.ok(validateEvent('batch:warning', { ...base, ...wide }).some(d => d.path === '/payload'), 'the payload itself has at most 256 properties')
+})
+
+t.test('validateTimestamp', async t => {
+  const now = 1_700_000_000_000
+  t.same(validateTimestamp(undefined, '/timestamp', now), [], 'absent: the server\'s time is used')
+  t.same(validateTimestamp(0, '/timestamp', now), [], 'the distant past is fine')
+  t.same(validateTimestamp(now + Limits.futureTimestampMs, '/timestamp', now), [], 'exactly 60 s ahead is fine')
+  for (const bad of [now + Limits.futureTimestampMs + 1, -1, 1.5, '1700000000000', null, Number.MAX_SAFE_INTEGER + 2, Number.NaN]) {
+    const details = validateTimestamp(bad, '/3/timestamp', now)
+    t.equal(details.length, 1, String(bad))
+    t.equal(details[0]?.path, '/3/timestamp')
+  }
+  t.match(validateTimestamp(now + 3_600_000, '/timestamp', now)[0]?.message, /at most 60 s ahead.*3600 s ahead/)
 })
 
 t.test('unknown types and non-object payloads are rejected', async t => {

@@ -33,7 +33,7 @@ export function inProcess (app: FastifyInstance): unknown[] {
   app.events.emit('batch:end', { batch_id: 1, status: 'stopped' })
   app.events.emit('batch:end', { batch_id: 1, cycles_completed: 3, status: 'all_done' })
   app.events.emit('command:end', { story_key: '1-1', command: 'dev-story', task_id: 'implement', status: 'end', message: '' })
-  app.events.emit('injection:warning', { command: 'sprint-commit', size_bytes: 1, threshold_bytes: 0, message: '' })
+  app.events.emit('injection:warning', { command: 'sprint-commit', size_bytes: 1, threshold_bytes: 0, message: '' }, { timestamp: Date.now() })
   // @ts-expect-error size_bytes is a number
   app.events.emit('injection:warning', { command: 'sprint-commit', size_bytes: '1', threshold_bytes: 0, message: '' })
   // @ts-expect-error a command:start payload is not a command:end payload (status missing)
