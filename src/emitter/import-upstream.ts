@@ -21,7 +21,7 @@ import Database from 'better-sqlite3'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import type { EventTypeName } from '../events/schemas.ts'
-import { validateEvent } from '../events/validate.ts'
+import { validateEventInput } from '../events/validate.ts'
 import { LiveBatchRunningError, StoreInUseError, UpstreamDatabaseInvalidError, UpstreamImportsUnsupportedError } from '../errors.ts'
 import { createStore } from '../lib/sqlite-store.ts'
 import { readUpstreamImportState, upstreamKey, UPSTREAM_FIELD, type UpstreamImportState, type UpstreamMarker } from '../lib/upstream-imports.ts'
@@ -34,8 +34,6 @@ const ALL_CYCLES = 999
  * seconds: as milliseconds it would be before March 1973, as seconds it is before 5138.
  */
 const SECONDS_BELOW = 1e11
-/** A producer timestamp may be at most this far ahead of the clock (the ingest route's rule). */
-const MAX_FUTURE_MS = 60_000
 /** Events per transaction (`dbPath`) and at most per request (`url`): the unit of progress. */
 const CHUNK = 1000
 
@@ -158,12 +156,8 @@ export function readUpstreamHistory (file: string, now: number = Date.now()): Up
       }
       const source: UpstreamMarker = { db: identity, table, row }
       const marked = { ...payload, [UPSTREAM_FIELD]: source }
-      const details = validateEvent(type, marked)
-      if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
-        details.push({ path: '/timestamp', message: `Expected a non-negative integer (ms since the epoch), got ${timestamp}` })
-      } else if (timestamp > now + MAX_FUTURE_MS) {
-        details.push({ path: '/timestamp', message: `${new Date(timestamp).toISOString()} is in the future` })
-      }
+      // The ingest route's own check, timestamp included.
+      const details = validateEventInput({ type, payload: marked, timestamp }, '', now)
       if (details.length > 0) {
         skipped.push({ table, row, type, reason: details.map(detail => `${detail.path} ${detail.message}`).join('; ') })
         return
