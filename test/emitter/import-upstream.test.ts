@@ -2,7 +2,11 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { copyFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import path from 'node:path'
+import { PassThrough, Readable } from 'node:stream'
+import { runCli } from '../../src/emitter/cli.ts'
 import { assertStoreNotHeld, readUpstreamHistory } from '../../src/emitter/import-upstream.ts'
 import { createStore } from '../../src/lib/sqlite-store.ts'
 import { build, connect, listen, tempDir, type TestContext } from '../helper.ts'
@@ -208,4 +212,72 @@ t.test('usage errors', async (t) => {
   const both = await cli(['import-upstream', file, '--db', 'x.db', '--url', 'http://127.0.0.1:1'])
   t.equal(both.code, 2)
   t.match(both.stderr, /not both/)
+})
+
+t.test('on a terminal, progress is shown on stderr and the summary on stdout', async (t) => {
+  const file = await fixture(t)
+  const dbPath = path.join(await tempDir(t), 'events.db')
+  let stdout = ''
+  let stderr = ''
+  const out = new PassThrough().on('data', (chunk: Buffer) => { stdout += chunk.toString() })
+  const err = Object.assign(new PassThrough().on('data', (chunk: Buffer) => { stderr += chunk.toString() }), { isTTY: true })
+  const code = await runCli(['import-upstream', file, '--db', dbPath], { stdin: Readable.from([]), stdout: out, stderr: err, env: {} })
+  t.equal(code, 0)
+  t.match(stderr, `\rimport-upstream: ${fixtureExpectations.imported}/${fixtureExpectations.imported} events\n`)
+  t.equal(stdout, `imported ${fixtureExpectations.imported} events in 3 batches, skipped 2\n`)
+})
+
+/** A stand-in service on a real socket, for answers the real one does not give. */
+async function fakeService (t: TestContext, handler: (request: IncomingMessage, body: string, response: ServerResponse) => void): Promise<string> {
+  const server = createServer((request, response) => {
+    let body = ''
+    request.on('data', (chunk: Buffer) => { body += chunk.toString() })
+    request.on('end', () => handler(request, body, response))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise(resolve => server.close(resolve)))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+t.test('--url against a service without the import route says so', async (t) => {
+  const file = await fixture(t)
+  const url = await fakeService(t, (_request, _body, response) => {
+    response.statusCode = 404
+    response.end('{"statusCode":404,"error":"Not Found","message":"Route GET:/api/upstream-imports not found"}')
+  })
+  const result = await cli(['import-upstream', file, '--url', url])
+  t.equal(result.code, 1)
+  t.match(result.stderr, /has no GET \/api\/upstream-imports \(an older version\); update it, or stop it and import with --db/)
+})
+
+t.test('--url: events the service refuses are reported with its message, the rest are sent again', async (t) => {
+  const file = await fixture(t)
+  const posted: Array<Array<{ type: string, timestamp: number }>> = []
+  const url = await fakeService(t, (request, body, response) => {
+    response.setHeader('content-type', 'application/json')
+    if (request.method === 'GET') {
+      response.end(JSON.stringify({ imported: [], batches: [], running: null }))
+      return
+    }
+    const events = JSON.parse(body) as Array<{ type: string, timestamp: number }>
+    posted.push(events)
+    const bad = events.findIndex(event => event.type === 'context:refresh')
+    if (bad !== -1) {
+      // A service of another version with a stricter rule for one type.
+      response.statusCode = 400
+      response.end(JSON.stringify({ statusCode: 400, code: 'SPRINT_INVALID_EVENT', error: 'Bad Request', message: 'Invalid event', details: [{ path: `/${bad}/payload/message`, message: 'Unexpected property' }] }))
+      return
+    }
+    response.statusCode = 201
+    response.end(JSON.stringify({ events: events.map((event, index) => ({ id: index + 1, type: event.type, payload: {}, timestamp: event.timestamp })) }))
+  })
+  const result = await cli(['import-upstream', file, '--url', url])
+  exitedCleanly(t, result)
+  t.equal(result.stdout, `imported ${fixtureExpectations.imported - 1} events in 3 batches, skipped 3\n`)
+  t.match(result.stderr, /events row 8 \(context:refresh\) skipped: refused by the service: \/payload\/message Unexpected property/)
+  t.equal(posted.length, 2, 'one request refused, then the same events without the refused one')
+  t.equal(posted[1]!.length, posted[0]!.length - 1)
+  t.same(posted[1]!.map(event => event.timestamp - T0), [0, 1000, 2000, 60_000, 70_000, 300_000, 600_000, 1_000_000, 1_100_000, 1_500_000, 2_000_000, 2_000_100],
+    'each event carries its original time')
 })
