@@ -21,10 +21,10 @@ Delivery:
 * The service down, or answering 5xx (or 408/429): the same events are retried
   with capped exponential backoff (0.2 s doubling to 5 s), so nothing is lost
   or reordered while the service restarts.
-* A 4xx is final: the refused events are logged with the service's message and
-  the following events still go. The service refuses an array as a whole, so
-  after a 400 or 413 for several events they are sent again one by one and
-  only the bad ones are dropped.
+* A 4xx (or any other answer) is final: the refused events are logged with the
+  service's message and the following events still go. The service refuses an
+  array as a whole, so after a 400 or 413 for several events they are sent
+  again one by one and only the bad ones are dropped.
 * The queue holds ``max_queue`` events (default 10,000). When it is full the
   oldest event is dropped and counted, with a warning at most once a minute.
 
@@ -276,25 +276,26 @@ class Emitter:
                 self._in_flight_through = request[-1][0]
                 self._dropped_in_flight = 0
             status, message = self._post(request)
+            # No answer, 5xx, 408 and 429 mean "not now"; any other answer is the service's final word.
+            retry = status is None or status >= 500 or status in RETRY_STATUSES
             with self._cond:
-                if status is not None and 200 <= status < 300:
+                if retry:
+                    self._in_flight_through = 0
+                elif 200 <= status < 300:
                     # Events dropped from the head while this request was out were stored after all.
                     self._dropped -= self._dropped_in_flight
                     self._dropped_reported = min(self._dropped_reported, self._dropped)
                     self._lost_since_flush = max(0, self._lost_since_flush - self._dropped_in_flight)
                     self._delivered += len(request) - self._dropped_in_flight
                     self._settle(request)
-                elif status is not None and 400 <= status < 500 and status not in RETRY_STATUSES:
-                    if len(request) > 1 and status in CONTENT_STATUSES:
-                        # Nothing of the array was stored: send it again one by one, so only the bad events go.
-                        self._one_by_one_through = request[-1][0]
-                        self._in_flight_through = 0
-                    else:
-                        self._refuse(request, status, message)
-                        self._settle(request)
-                else:
+                elif len(request) > 1 and status in CONTENT_STATUSES:
+                    # Nothing of the array was stored: send it again one by one, so only the bad events go.
+                    self._one_by_one_through = request[-1][0]
                     self._in_flight_through = 0
-            if status is not None and (200 <= status < 300 or (400 <= status < 500 and status not in RETRY_STATUSES)):
+                else:
+                    self._refuse(request, status, message)
+                    self._settle(request)
+            if not retry:
                 if outage_since is not None:
                     logger.warning("sprint_dashboard_client: %s reachable again after %.1f s", self.endpoint, time.monotonic() - outage_since)
                     outage_since = None
@@ -311,6 +312,8 @@ class Emitter:
         # Called with _cond held. Events dropped while in flight are not counted twice.
         refused = [queued for queued in request if self._queue and queued[0] >= self._queue[0][0]]
         count = len(refused)
+        if count == 0:
+            return
         self._refused += count
         self._lost_since_flush += count
         types = ", ".join(sorted({queued[1] for queued in refused}))
