@@ -6,8 +6,9 @@
 import { createBatchPanel, createOperations } from './batch-panel.js'
 import { createConnection } from './connection.js'
 import { byId, setText } from './dom.js'
-import { createEventLog } from './event-log.js'
+import { createEventLog, warningOf } from './event-log.js'
 import { age } from './format.js'
+import { createContextIndicator } from './project-context.js'
 import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
 import { createStoryBoard } from './story-board.js'
 import { createToasts } from './toasts.js'
@@ -107,6 +108,7 @@ const operations = createOperations({
 }, now)
 
 const toasts = createToasts(byId('toasts'))
+const contextIndicator = createContextIndicator(byId('stat-context'))
 
 /** @param {string} text */
 function setLogFilter (text) {
@@ -158,6 +160,7 @@ function applyEvents (events, how) {
     fresh.push(event)
     batchPanel.apply(event)
     operations.apply(event)
+    contextIndicator.apply(event)
     if (event.type === 'story:status') {
       statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
@@ -166,9 +169,13 @@ function applyEvents (events, how) {
   if (fresh.length === 0) return
   log.append(fresh)
   if (how.live) {
-    const errors = fresh.filter((event) => event.type === 'error')
-    for (const event of errors.slice(-MAX_TOASTS_PER_BATCH)) {
+    const alerts = fresh.filter((event) => event.type === 'error' || warningOf(event) !== null)
+    for (const event of alerts.slice(-MAX_TOASTS_PER_BATCH)) {
       if (event.type === 'error') toasts.showError({ id: event.id, timestamp: event.timestamp, ...event.payload })
+      else {
+        const warning = warningOf(event)
+        if (warning) toasts.showWarning(warning)
+      }
     }
   }
   document.body.dataset.lastEventId = String(lastAppliedId)
@@ -183,6 +190,7 @@ function applyInit (init) {
     // Fresh connect or reset: the snapshot is the whole truth, so forget the old view entirely.
     log.clear()
     operations.clear()
+    contextIndicator.clear()
     statusOverlay.clear()
     lastAppliedId = 0
     lastEventTimestamp = 0
