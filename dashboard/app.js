@@ -7,9 +7,10 @@ import { createBatchPanel, createOperations } from './batch-panel.js'
 import { createConnection } from './connection.js'
 import { byId, setText } from './dom.js'
 import { createEventCursor } from './event-cursor.js'
-import { createEventLog } from './event-log.js'
+import { createEventLog, warningOf } from './event-log.js'
 import { age } from './format.js'
 import { createNoticeBanner } from './notice-banner.js'
+import { createContextIndicator } from './project-context.js'
 import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
 import { createStoryBoard } from './story-board.js'
 import { createToasts } from './toasts.js'
@@ -106,6 +107,7 @@ const operations = createOperations({
 }, now)
 
 const toasts = createToasts(byId('toasts'))
+const contextIndicator = createContextIndicator(byId('stat-context'))
 
 /** @param {string} text */
 function setLogFilter (text) {
@@ -150,6 +152,7 @@ function applyEvents (fresh, how) {
     lastEventTimestamp = Math.max(lastEventTimestamp, event.timestamp)
     batchPanel.apply(event)
     operations.apply(event)
+    contextIndicator.apply(event)
     if (event.type === 'story:status') {
       statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
@@ -158,9 +161,13 @@ function applyEvents (fresh, how) {
   if (fresh.length === 0) return
   log.append(fresh)
   if (how.live) {
-    const errors = fresh.filter((event) => event.type === 'error')
-    for (const event of errors.slice(-MAX_TOASTS_PER_BATCH)) {
+    const alerts = fresh.filter((event) => event.type === 'error' || warningOf(event) !== null)
+    for (const event of alerts.slice(-MAX_TOASTS_PER_BATCH)) {
       if (event.type === 'error') toasts.showError({ id: event.id, timestamp: event.timestamp, ...event.payload })
+      else {
+        const warning = warningOf(event)
+        if (warning) toasts.showWarning(warning)
+      }
     }
   }
   document.body.dataset.lastEventId = String(cursor.lastAppliedId)
@@ -175,6 +182,7 @@ function applyInit (init) {
     // Fresh connect or reset: the snapshot is the whole truth, so forget the old view entirely.
     log.clear()
     operations.clear()
+    contextIndicator.clear()
     statusOverlay.clear()
     lastEventTimestamp = 0
   }

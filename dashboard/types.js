@@ -17,7 +17,7 @@
  * UI preferences that survive a reload.
  * @typedef {object} UiState
  * @property {string} logFilter free text the log rows must contain
- * @property {string[]} hiddenKinds event kinds hidden from the log (batch, command, status, error, context)
+ * @property {string[]} hiddenKinds event kinds hidden from the log (batch, command, progress, status, error, context, tasks)
  * @property {string[]} hiddenStatuses story statuses hidden from the board
  * @property {string[]} collapsedEpics epic ids whose stories are folded away
  */

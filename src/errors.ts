@@ -69,3 +69,17 @@ export const SprintStatusNotFoundError = createError<[string]>(
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// import-upstream (src/emitter/import-upstream.ts).
+
+export const UpstreamDatabaseInvalidError = createError<[string, string]>(
+  'SPRINT_UPSTREAM_DB_INVALID', '%s is not a sprint runner database: %s', 400)
+
+export const StoreInUseError = createError<[string]>(
+  'SPRINT_STORE_IN_USE', '%s is open in a running service; import through it with --url (or stop it and run again with --db)', 409)
+
+export const UpstreamImportsUnsupportedError = createError<[string]>(
+  'SPRINT_UPSTREAM_IMPORTS_UNSUPPORTED', 'The service at %s has no GET /api/upstream-imports (an older version); update it, or stop it and import with --db', 404)
+
+export const LiveBatchRunningError = createError<[number]>(
+  'SPRINT_LIVE_BATCH_RUNNING', 'Batch %d is running in the service: imported batches start before it and would end it; import when no batch is running', 409)

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { WebSocket } from 'ws'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
-import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
   envelopeJson,
   initMessageJson,
@@ -204,16 +204,18 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * Rejects with `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad
      * type or payload, and with `SPRINT_STORAGE_UNAVAILABLE` (503) when the commit fails.
      *
+     * `options.timestamp`: when the event happened (ms), if not now; see `validateTimestamp`.
+     *
      * @example
      * const envelope = await app.events.emit('command:start', { story_key: '2a-1', command: 'dev-story', task_id: 'implement' })
      */
-    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>): Promise<Envelope<T>> {
-      const details = validateEvent(type, payload)
+    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number } = {}): Promise<Envelope<T>> {
+      const details = validateEventInput({ type, payload, timestamp: options.timestamp })
       if (details.length > 0) return Promise.reject(invalid(type, details))
       let row: StoredEventRow
       try {
         store.begin()
-        row = store.appendEvent(type, payload, JSON.stringify(payload), Date.now())
+        row = store.appendEvent(type, payload, JSON.stringify(payload), options.timestamp ?? Date.now())
       } catch (err) {
         return handled(Promise.reject(storageError(err, 1)))
       }
@@ -232,14 +234,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      */
     async emitMany (inputs: readonly EventInput[]): Promise<Envelope[]> {
       if (inputs.length > RequestLimits.eventsPerRequest) throw new TooManyEventsError(RequestLimits.eventsPerRequest, inputs.length)
-      const details = inputs.flatMap((input, index) => validateEvent(input.type, input.payload, `/${index}`))
+      const details = inputs.flatMap((input, index) => validateEventInput(input, `/${index}`))
       if (details.length > 0) {
         throw invalid(inputs.length === 1 ? inputs[0]!.type : `batch of ${inputs.length}`, details)
       }
       const prepared = inputs.map(input => ({
         type: input.type as EventTypeName,
         payload: input.payload,
-        payloadJson: JSON.stringify(input.payload)
+        payloadJson: JSON.stringify(input.payload),
+        timestamp: input.timestamp
       }))
       // The turn's single emits go first, so ids stay in call order.
       commitTurn()

@@ -2,8 +2,8 @@ import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fasti
 import type { FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
-import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import { EnvelopeSchema, EventInputSchema, Limits, type EventInput, type EventTypeName } from '../events/schemas.ts'
+import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
   IngestNotLoopbackError,
   IngestUnauthorizedError,
@@ -17,10 +17,11 @@ import {
 } from '../errors.ts'
 import { isOriginAllowed } from '../lib/origin.ts'
 import { RequestLimits } from '../events/protocol.ts'
+import { readUpstreamImportState } from '../lib/upstream-imports.ts'
 import type { ResolvedOptions } from '../options.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
-  description: 'One event {type, payload} or an array of up to 1,000'
+  description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
 })
 export type IngestBody = Static<typeof IngestBodySchema>
 
@@ -28,6 +29,17 @@ export const IngestReplySchema = Type.Object({
   events: Type.Array(EnvelopeSchema, { description: 'The stored envelopes, in the order sent' })
 })
 export type IngestReply = Static<typeof IngestReplySchema>
+
+export const UpstreamImportsQuerySchema = Type.Object({
+  db: Type.String({ minLength: 1, maxLength: Limits.key, description: 'Identity of the sprint runner database, as import-upstream computes it' })
+}, { additionalProperties: false })
+
+export const UpstreamImportsReplySchema = Type.Object({
+  imported: Type.Array(Type.String(), { description: 'table/row/type of every event already imported from that database' }),
+  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' }),
+  running: Type.Union([Type.Integer(), Type.Null()], { description: 'The batch the service shows as running' })
+})
+export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
 
 export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
 
@@ -56,10 +68,11 @@ function describeBody (body: unknown): ErrorDetail[] {
     }
     const details: ErrorDetail[] = []
     for (const key of Object.keys(item)) {
-      if (key !== 'type' && key !== 'payload') details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type" and "payload"' })
+      if (key !== 'type' && key !== 'payload' && key !== 'timestamp') {
+        details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type", "payload" and an optional "timestamp"' })
+      }
     }
-    const { type, payload } = item as { type?: unknown, payload?: unknown }
-    return [...details, ...validateEvent(type, payload, prefix)]
+    return [...details, ...validateEventInput(item as { type?: unknown, payload?: unknown, timestamp?: unknown }, prefix)]
   }
   if (Array.isArray(body)) return body.flatMap((item, index) => shapeOf(item, `/${index}`))
   return shapeOf(body, '')
@@ -67,7 +80,9 @@ function describeBody (body: unknown): ErrorDetail[] {
 
 /**
  * `POST /api/events`: events from orchestrators in other processes. One event or an array of up to
- * 1,000; stored all-or-nothing and answered with their envelopes.
+ * 1,000; stored all-or-nothing and answered with their envelopes. An event may carry `timestamp` (ms,
+ * when it happened; at most 60 s ahead of the server's clock): it becomes the envelope's timestamp.
+ * Ids are always the server's.
  *
  * Who may post: with `ingestToken`, anyone presenting it (remote emitters); without, only this machine
  * (loopback peers) and, when a browser sends the request, only pages the WebSocket would also accept,
@@ -145,8 +160,8 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     }
     // A single event reports its paths without an index (`/payload/status`). emit() resolves once
     // the event is committed, with the other requests' events of the same turn: one commit for all.
-    const { type, payload } = body as EventInput
-    const envelope = await fastify.events.emit(type as EventTypeName, payload as never)
+    const { type, payload, timestamp } = body as EventInput
+    const envelope = await fastify.events.emit(type as EventTypeName, payload as never, { timestamp })
     reply.code(201)
     return { events: [envelope] }
   })
@@ -157,6 +172,21 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.options('/api/events', async (_request, reply) => {
     await reply.code(204).header('allow', 'POST, OPTIONS').send()
   })
+
+  // `import-upstream --url` reads here what it already brought, so that a second run imports nothing
+  // twice (see src/lib/upstream-imports.ts). Only an ingest client needs it: same authorization, no CORS.
+  fastify.get('/api/upstream-imports', {
+    onRequest: authorize,
+    schema: {
+      querystring: UpstreamImportsQuerySchema,
+      response: {
+        200: UpstreamImportsReplySchema,
+        400: ErrorReplySchema,
+        401: ErrorReplySchema,
+        403: ErrorReplySchema
+      }
+    }
+  }, async (request) => readUpstreamImportState(fastify.sprintStore.db, request.query.db))
 }
 
 export default ingestRoute

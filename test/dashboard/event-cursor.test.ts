@@ -231,7 +231,7 @@ t.test('resumed:true on the very first connect is treated as a snapshot', async 
 
 t.test('the init batch is passed on as sent', async t => {
   const { cursor, deliveries } = harness()
-  const batch = { id: 3, status: 'running' as const, max_cycles: 2, cycles_completed: 0, started_at: 1, ended_at: null }
+  const batch = { id: 3, status: 'running' as const, max_cycles: 2, batch_mode: 'fixed' as const, cycles_completed: 0, started_at: 1, ended_at: null }
   cursor.connectionOpened()
   cursor.receive(initFrame({ batch, events: [] }))
   const init = deliveries[0]
