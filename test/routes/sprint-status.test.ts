@@ -118,7 +118,7 @@ t.test('a version only the watcher saw is served; the watcher still reports the 
     t.same(await response.json(), { development_status: { '2a-1': 'in-progress' } }, 'what the watcher saw last')
     t.equal(response.headers.get('x-sprint-status-error'), error.payload.message, 'the same message as the error event')
   }
-  const marker = app.events.emit('context:fresh', { message: 'marker' })
+  const marker = await app.events.emit('context:fresh', { message: 'marker' })
   t.same(await client.next(), marker, 'requests emit no error event of their own: the next event is the marker')
 })
 
