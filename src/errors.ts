@@ -51,3 +51,15 @@ export const SprintStatusNotFoundError = createError<[string]>(
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// Storage and history routes.
+
+export const DatabaseTooNewError = createError<[string, number, number]>(
+  'SPRINT_DATABASE_TOO_NEW', 'The database %s has schema version %d, newer than the %d this release knows; upgrade the service or use another file', 500)
+
+export const BatchNotFoundError = createError<[number]>(
+  'SPRINT_BATCH_NOT_FOUND', 'There is no batch %d', 404)
+
+/** A query string or path parameter that failed its schema; `details` lists every failing field. */
+export const InvalidRequestError = createError<[string]>(
+  'SPRINT_INVALID_REQUEST', '%s', 400)
