@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3'
 import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } from '../events/schemas.ts'
 import { EventType } from '../events/schemas.ts'
+import { createHistory, historyMigration, isRecorded } from './history.ts'
+import { migrate, type Migration } from './migrations.ts'
 
 /** A row of the `events` table as stored: the payload stays JSON text so replays need no parse/stringify round trip. */
 export interface EventRow {
@@ -87,6 +89,16 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
 `
 
+/**
+ * The schema, step by step (see migrations.ts). Step 1 is the schema of the releases before schema
+ * versions, written with IF NOT EXISTS so that it is a no-op on their files; every later change is
+ * a new step at the end, never an edit of an earlier one.
+ */
+const migrations: Migration[] = [
+  { version: 1, name: 'events, batches, stories, commands, background tasks', up: db => db.exec(schema) },
+  historyMigration(2, row => toBatch(row as unknown as BatchDbRow)!)
+]
+
 /** The JSON text of an envelope built from a stored row, without parsing the payload. */
 export function envelopeJson (row: EventRow): string {
   return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
@@ -118,7 +130,8 @@ export function createStore (dbPath: string) {
   // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See README "Durability".
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
-  db.exec(schema)
+  const migration = migrate(db, migrations)
+  const history = createHistory(db, row => toBatch(row as unknown as BatchDbRow)!)
 
   const statements = {
     begin: db.prepare('BEGIN'),
@@ -215,6 +228,7 @@ export function createStore (dbPath: string) {
     const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
     const id = Number(statements.insertEvent.run(type, payloadJson, timestamp, batchId).lastInsertRowid)
     project(type, payload, timestamp)
+    history.record(type, payload, timestamp, batchId)
     return { id, type, payload: payloadJson, timestamp }
   }
 
@@ -228,6 +242,12 @@ export function createStore (dbPath: string) {
 
   return {
     db,
+
+    /** What opening the file migrated (`applied` is empty when it was current). */
+    migration,
+
+    /** Batch history: per-batch story runs and command runs, and the queries the history routes answer from. */
+    history,
 
     /**
      * Opens a transaction that later appends join until `commit()`. The
@@ -249,7 +269,7 @@ export function createStore (dbPath: string) {
      */
     appendEvent (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
       // A lone INSERT is already atomic; the explicit transaction is only needed when a projection writes too.
-      return projectedTypes.has(type)
+      return projectedTypes.has(type) || isRecorded(type)
         ? appendInTransaction(type, payload, payloadJson, timestamp)
         : appendOne(type, payload, payloadJson, timestamp)
     },
