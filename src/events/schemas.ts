@@ -11,7 +11,11 @@ export const Limits = {
   message: 64 * 1024,
   listItems: 1000,
   /** Objects and arrays nested in one another, the payload itself counted: recursion over stored JSON stays shallow. */
-  depth: 32
+  depth: 32,
+  /** Batches one `GET /api/batches` page may list. */
+  batchesPage: 200,
+  /** Events one `GET /api/batches/:id/events` page may carry. */
+  batchEventsPage: 1000
 } as const
 
 const Key = Type.String({ minLength: 1, maxLength: Limits.key })
