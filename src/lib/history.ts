@@ -106,19 +106,8 @@ interface StoryRunRow {
   cost_usd: number
 }
 
-interface CommandRunRow {
-  story_run_id: number
-  command: string
-  task_id: string
-  status: string
-  started_at: number
-  ended_at: number | null
-  duration_ms: number | null
-  tokens_in: number
-  tokens_out: number
-  cost_usd: number
-  metrics: string | null
-}
+/** story_run_id, command, task_id, status, started_at, ended_at, duration_ms, tokens_in, tokens_out, cost_usd, metrics */
+type CommandRunTuple = [number, string, string, string, number, number | null, number | null, number, number, number, string | null]
 
 /** A command run with its story, as the CSV export lists them. */
 export interface CommandRunExport extends Omit<CommandRun, 'metrics' | 'failed'> {
@@ -206,10 +195,11 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
     storyRunsOf: db.prepare<[number], StoryRunRow>(
       `SELECT id, story_key, epic, status, started_at, ended_at, tokens_in, tokens_out, cost_usd
        FROM story_runs WHERE batch_id = ? ORDER BY started_at, id`),
-    commandRunsOf: db.prepare<[number], CommandRunRow>(
+    // Raw rows (arrays): for a batch of 2,000 runs, building them as objects cost more than the query.
+    commandRunsOf: db.prepare<[number], CommandRunTuple>(
       `SELECT story_run_id, command, task_id, status, started_at, ended_at, duration_ms, tokens_in, tokens_out, cost_usd, metrics
-       FROM command_runs WHERE batch_id = ? ORDER BY id`),
-    exportRunsOf: db.prepare<[number], Omit<CommandRunRow, 'metrics' | 'story_run_id'> & { story_key: string, epic: string }>(
+       FROM command_runs WHERE batch_id = ? ORDER BY id`).raw(),
+    exportRunsOf: db.prepare<[number], CommandRunExport>(
       `SELECT s.story_key, s.epic, c.command, c.task_id, c.status, c.started_at, c.ended_at, c.duration_ms,
               c.tokens_in, c.tokens_out, c.cost_usd
        FROM command_runs c JOIN story_runs s ON s.id = c.story_run_id
@@ -306,11 +296,12 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
     record,
 
     /**
-     * Rebuilds the history of every batch from the stored events, replacing what the tables held.
-     * Runs inside the migration that creates the tables, for batches that predate them; events
+     * Rebuilds the history of every batch from the stored events, replacing what the tables held, in
+     * one transaction (a savepoint when called inside one, as the migration that creates the tables
+     * does for batches that predate them). Events
      * pruned before that are gone, so such a batch's history starts with its oldest kept event.
      */
-    rebuildFromEvents (): number {
+    rebuildFromEvents: db.transaction((): number => {
       db.exec('DELETE FROM command_runs; DELETE FROM story_runs')
       let replayed = 0
       let after = 0
@@ -321,7 +312,7 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
         after = page.at(-1)!.id
       }
       return replayed
-    },
+    }),
 
     /** One page of batches, newest first, with their totals. */
     listBatches (limit: number, offset: number): BatchList {
@@ -357,22 +348,22 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
         })
       }
       let commandCount = 0
-      for (const run of statements.commandRunsOf.all(id)) {
-        const story = stories.get(run.story_run_id)
+      for (const [storyRunId, command, taskId, status, startedAt, endedAt, durationMs, tokensIn, tokensOut, costUsd, metrics] of statements.commandRunsOf.all(id)) {
+        const story = stories.get(storyRunId)
         if (story === undefined) continue
         commandCount++
         story.commands.push({
-          command: run.command,
-          task_id: run.task_id,
-          status: run.status,
-          failed: isFailedStatus(run.status),
-          started_at: run.started_at,
-          ended_at: run.ended_at,
-          duration_ms: run.duration_ms,
-          tokens_in: run.tokens_in,
-          tokens_out: run.tokens_out,
-          cost_usd: dollars(run.cost_usd),
-          metrics: run.metrics === null ? null : JSON.parse(run.metrics) as Record<string, unknown>
+          command,
+          task_id: taskId,
+          status,
+          failed: isFailedStatus(status),
+          started_at: startedAt,
+          ended_at: endedAt,
+          duration_ms: durationMs,
+          tokens_in: tokensIn,
+          tokens_out: tokensOut,
+          cost_usd: dollars(costUsd),
+          metrics: metrics === null ? null : JSON.parse(metrics) as Record<string, unknown>
         })
       }
       const stats: BatchStats = {
