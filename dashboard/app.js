@@ -8,6 +8,7 @@ import { createConnection } from './connection.js'
 import { byId, setText } from './dom.js'
 import { createEventLog } from './event-log.js'
 import { age } from './format.js'
+import { createHistory } from './history.js'
 import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
 import { createStoryBoard } from './story-board.js'
 import { createToasts } from './toasts.js'
@@ -108,6 +109,9 @@ const operations = createOperations({
 
 const toasts = createToasts(byId('toasts'))
 
+// Batch history: sidebar, past-batch view, timelines. It sees the same init and events as the panels.
+const batchHistory = createHistory({ now })
+
 /** @param {string} text */
 function setLogFilter (text) {
   ui.logFilter = text
@@ -164,6 +168,7 @@ function applyEvents (events, how) {
     }
   }
   if (fresh.length === 0) return
+  batchHistory.applyEvents(fresh)
   log.append(fresh)
   if (how.live) {
     const errors = fresh.filter((event) => event.type === 'error')
@@ -177,6 +182,7 @@ function applyEvents (events, how) {
 
 /** @param {InitPayload} init */
 function applyInit (init) {
+  batchHistory.applyInit(init)
   clockOffset = null
   const resumed = init.resumed === true && initialised
   if (!resumed) {
@@ -275,6 +281,7 @@ document.addEventListener('keydown', (event) => {
 setInterval(() => {
   batchPanel.tick()
   operations.tick()
+  batchHistory.tick()
   if (connectionState.state === 'disconnected') renderConnection()
   updateHeader()
 }, 1000)
