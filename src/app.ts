@@ -13,6 +13,7 @@ import ingestRoute from './routes/ingest.ts'
 import batchesRoutes from './routes/batches.ts'
 import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import { resolveOptions, type SprintDashboardOptions } from './options.ts'
+import { createLastGoodSprintStatus } from './lib/sprint-status.ts'
 import type { ErrorDetail } from './errors.ts'
 
 export type { SprintDashboardOptions } from './options.ts'
@@ -33,6 +34,8 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
   const { prefix, ...options } = resolveOptions(rawOptions)
   await fastify.register(storePlugin, options)
   await fastify.register(eventsPlugin, options)
+  // What the route and the watcher both read: the last version of sprint-status.yaml that parsed.
+  const lastGoodSprintStatus = createLastGoodSprintStatus()
 
   // fastify-plugin drops Fastify's own prefix handling, so the routes get an
   // encapsulated scope of their own with the prefix applied here.
@@ -61,14 +64,14 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(storyDescriptionsRoute, options)
       await readOnly.register(dashboardFiles, options)
       // integration: read-only routes of the orchestrator integration go here
-      await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir })
+      await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
       await readOnly.register(batchesRoutes)
     })
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
     await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
-    if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir })
+    if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
   }, { prefix })
 }
 

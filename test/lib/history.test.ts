@@ -132,9 +132,9 @@ t.test('a database written by the release before schema versions is upgraded in 
   const file = path.join(await tempDir(t), 'old.db')
   await copyFile(fileURLToPath(new URL('../fixtures/pre-history/sprint-v0.db', import.meta.url)), file)
   const { store, detail, append } = await openStore(t, file)
-  t.same(store.migration, { from: 0, to: 2, applied: ['events, batches, stories, commands, background tasks', 'story_runs and command_runs, rebuilt from the stored events'] })
+  t.same(store.migration, { from: 0, to: 3, applied: ['events, batches, stories, commands, background tasks', 'batches: all_done status and batch_mode column', 'story_runs and command_runs, rebuilt from the stored events'] })
   t.equal(store.countEvents(), 15, 'the events are kept')
-  t.match(store.getBatch(1), { status: 'completed', cycles_completed: 1 }, 'and the batch rows')
+  t.match(store.getBatch(1), { status: 'completed', cycles_completed: 1, batch_mode: 'fixed' }, 'and the batch rows')
 
   const one = detail(1)!
   t.same(one.stats, { stories_done: 1, stories_failed: 1, stories_in_progress: 0, command_count: 3, duration_ms: 250_000, tokens_in: 28_000, tokens_out: 300, cost_usd: 0.12 })
@@ -145,6 +145,8 @@ t.test('a database written by the release before schema versions is upgraded in 
   append('batch:start', { batch_id: 3, max_cycles: 1 }, 500_000)
   append('command:start', ids('1-2-invoice-export', 'dev-story', 'implement-3'), 501_000)
   t.equal(detail(3)!.stats.command_count, 1)
+  append('batch:end', { batch_id: 3, status: 'all_done' }, 502_000)
+  t.match(detail(3)!.batch, { status: 'all_done', cycles_completed: 0 }, 'the upgraded batches table takes the new outcome')
   store.close()
   const again = createStore(file)
   t.teardown(() => again.close())
