@@ -116,6 +116,8 @@ export function createBatchView (root, options) {
   let logNext = null
   let logLoaded = 0
   let logLoading = false
+  /** The last page is in: live events of the batch may be added at the end. */
+  let logComplete = false
   /** @type {ReturnType<typeof setTimeout> | null} */
   let refreshTimer = null
   let restoring = false
@@ -194,6 +196,7 @@ export function createBatchView (root, options) {
       logList.append(...page.events.map((event) => logRow(/** @type {Envelope} */ (event))))
       logLoaded += page.events.length
       logNext = page.next
+      logComplete = page.next === null
     } finally {
       logLoading = false
     }
@@ -252,6 +255,7 @@ export function createBatchView (root, options) {
       recent = []
       logNext = null
       logLoaded = 0
+      logComplete = false
       logList.replaceChildren()
       logMore.hidden = true
       logEmpty.hidden = true
@@ -301,7 +305,8 @@ export function createBatchView (root, options) {
       recent.push(event)
       if (!detail) return
       if (timeline.model?.apply(event)) timeline.render()
-      if (logNext === null && event.id > Number(logList.lastElementChild instanceof window.HTMLElement ? logList.lastElementChild.dataset.id : 0)) {
+      // Events replayed by a reconnect's snapshot are older than the log's last row and are skipped.
+      if (logComplete && event.id > Number(logList.lastElementChild instanceof window.HTMLElement ? logList.lastElementChild.dataset.id : 0)) {
         logList.append(logRow(event))
         logLoaded++
         setText(logCount, `${logLoaded.toLocaleString()} events`)
