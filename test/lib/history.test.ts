@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { createStore } from '../../src/lib/sqlite-store.ts'
 import { epicOf, isFailedStatus, tokenCounts } from '../../src/lib/history.ts'
 import { tempDir, type TestContext } from '../helper.ts'
+import * as pageModel from '../../dashboard/batch-model.js'
 import type { EventTypeName } from '../../src/events/schemas.ts'
 
 const T0 = 1_767_603_600_000
@@ -168,4 +169,27 @@ t.test('a batch\'s events page by id', async t => {
   t.same(second.rows.map(r => r.type), ['command:progress', 'batch:end'], 'batch:end belongs to the batch it ends')
   t.equal(second.next, null, 'the last page says so')
   t.same(store.history.getBatchEvents(6, 0, 4), { rows: [], next: null })
+})
+
+t.test('the page\'s live model follows the same rules as the store', async t => {
+  const metrics = [null, {}, { tokens: 5 }, { tokens: 20, output_tokens: 5 }, { input_tokens: 1, cache_read_input_tokens: 2, output_tokens: 3, total_cost_usd: 0.5 }, { input_tokens: -1 }]
+  for (const m of metrics) t.same(pageModel.tokenCounts(m), tokenCounts(m), JSON.stringify(m))
+  for (const status of ['failed', 'Error', 'timed_out', 'success', 'end', 'interrupted']) t.equal(pageModel.isFailedStatus(status), isFailedStatus(status), status)
+
+  // A batch built live from its events, as the dashboard does, equals the same batch read back.
+  const { store, append, detail } = await openStore(t)
+  scriptedHistory(append)
+  const lanes = (model: ReturnType<typeof pageModel.createBatchModel>) => [...model.lanes.values()].map(lane => ({
+    ...lane, runs: lane.runs.map(run => ({ ...run, cost_usd: Math.round(run.cost_usd * 1e6) / 1e6 }))
+  }))
+  for (const id of [1, 2, 3]) {
+    const read = detail(id)!
+    const live = pageModel.createBatchModel({ ...read.batch, ended_at: null, status: 'running' })
+    for (const row of store.history.getBatchEvents(id, 0, 1000).rows) {
+      live.apply({ id: row.id, type: row.type, payload: JSON.parse(row.payload), timestamp: row.timestamp } as never)
+    }
+    // A batch replaced by a new batch:start is ended by the store; live, that is the next batch's start.
+    if (read.batch.status === 'stopped' && live.endedAt === null) live.apply({ id: 0, type: 'batch:end', payload: { batch_id: id, status: 'stopped' }, timestamp: read.batch.ended_at! } as never)
+    t.same(lanes(live), lanes(pageModel.modelFromDetail(read)), `batch ${id}`)
+  }
 })
