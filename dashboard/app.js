@@ -9,6 +9,7 @@ import { byId, setText } from './dom.js'
 import { createEventCursor } from './event-cursor.js'
 import { createEventLog, warningOf } from './event-log.js'
 import { age } from './format.js'
+import { createHistory } from './history.js'
 import { createNoticeBanner } from './notice-banner.js'
 import { createContextIndicator } from './project-context.js'
 import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
@@ -109,6 +110,9 @@ const operations = createOperations({
 const toasts = createToasts(byId('toasts'))
 const contextIndicator = createContextIndicator(byId('stat-context'))
 
+// Batch history: sidebar, past-batch view, timelines. It sees the same init and events as the panels.
+const batchHistory = createHistory({ now })
+
 /** @param {string} text */
 function setLogFilter (text) {
   ui.logFilter = text
@@ -159,6 +163,7 @@ function applyEvents (fresh, how) {
     }
   }
   if (fresh.length === 0) return
+  batchHistory.applyEvents(fresh)
   log.append(fresh)
   if (how.live) {
     const alerts = fresh.filter((event) => event.type === 'error' || warningOf(event) !== null)
@@ -176,6 +181,7 @@ function applyEvents (fresh, how) {
 
 /** @param {AppliedInit} init */
 function applyInit (init) {
+  batchHistory.applyInit(init)
   clockOffset = null
   notices.clear()
   if (!init.resumed) {
@@ -279,6 +285,7 @@ document.addEventListener('keydown', (event) => {
 setInterval(() => {
   batchPanel.tick()
   operations.tick()
+  batchHistory.tick()
   if (connectionState.state === 'disconnected') renderConnection()
   updateHeader()
 }, 1000)

@@ -63,3 +63,32 @@ export function age (ms) {
   if (minutes < 60) return `${minutes} min ago`
   return `${Math.round(minutes / 60)} h ago`
 }
+
+/**
+ * Dollars at a glance: `$0.24`, `$12.40`, `$0.004` (small amounts keep one significant digit), `–` for none.
+ * @param {number} usd
+ */
+export function dollars (usd) {
+  if (!Number.isFinite(usd) || usd <= 0) return '–'
+  if (usd < 0.01) return `$${usd.toPrecision(1)}`
+  return `$${usd.toFixed(2)}`
+}
+
+/**
+ * A token count without the unit, for tables and cards: `812`, `45.2k`, `1.30M`.
+ * @param {number} count
+ */
+export function tokenCount (count) {
+  return tokens(count).replace(/ tokens$/, '') || '0'
+}
+
+/**
+ * Date and time of a past event, short: `Jan 5 09:12`, with the year only when it is not this one.
+ * @param {number} timestamp
+ */
+export function dateTime (timestamp) {
+  const date = new Date(timestamp)
+  const month = date.toLocaleString('en', { month: 'short' })
+  const year = date.getFullYear() === new Date().getFullYear() ? '' : ` ${date.getFullYear()}`
+  return `${month} ${date.getDate()}${year} ${pad(date.getHours())}:${pad(date.getMinutes())}`
+}

@@ -10,6 +10,7 @@ import storyDescriptionsRoute from './routes/story-descriptions.ts'
 import healthRoute from './routes/health.ts'
 import sprintStatusRoute from './routes/sprint-status.ts'
 import ingestRoute from './routes/ingest.ts'
+import batchesRoutes from './routes/batches.ts'
 import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import { resolveOptions, type SprintDashboardOptions } from './options.ts'
 import { createLastGoodSprintStatus } from './lib/sprint-status.ts'
@@ -64,6 +65,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(dashboardFiles, options)
       // integration: read-only routes of the orchestrator integration go here
       await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
+      await readOnly.register(batchesRoutes)
     })
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here

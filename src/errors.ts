@@ -83,3 +83,15 @@ export const UpstreamImportsUnsupportedError = createError<[string]>(
 
 export const LiveBatchRunningError = createError<[number]>(
   'SPRINT_LIVE_BATCH_RUNNING', 'Batch %d is running in the service: imported batches start before it and would end it; import when no batch is running', 409)
+
+// Storage and history routes.
+
+export const DatabaseTooNewError = createError<[string, number, number]>(
+  'SPRINT_DATABASE_TOO_NEW', 'The database %s has schema version %d, newer than the %d this release knows; upgrade the service or use another file', 500)
+
+export const BatchNotFoundError = createError<[number]>(
+  'SPRINT_BATCH_NOT_FOUND', 'There is no batch %d', 404)
+
+/** A query string or path parameter that failed its schema; `details` lists every failing field. */
+export const InvalidRequestError = createError<[string]>(
+  'SPRINT_INVALID_REQUEST', '%s', 400)

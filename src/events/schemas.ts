@@ -18,7 +18,11 @@ export const Limits = {
   /** Properties of any one object in a payload, the payload itself counted. */
   properties: 256,
   /** How far a producer's `timestamp` may be ahead of the server's clock: clocks drift, but not by minutes. */
-  futureTimestampMs: 60_000
+  futureTimestampMs: 60_000,
+  /** Batches one `GET /api/batches` page may list. */
+  batchesPage: 200,
+  /** Events one `GET /api/batches/:id/events` page may carry. */
+  batchEventsPage: 1000
 } as const
 
 const Key = Type.String({ minLength: 1, maxLength: Limits.key })

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3'
 import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } from '../events/schemas.ts'
 import { EventType } from '../events/schemas.ts'
+import { createHistory, historyMigration, isRecorded } from './history.ts'
+import { migrate, type Migration } from './migrations.ts'
 
 /** A row of the `events` table as stored: the payload stays JSON text so replays need no parse/stringify round trip. */
 export interface EventRow {
@@ -119,21 +121,31 @@ function toBatch (row: BatchDbRow | undefined): Batch | null {
 /**
  * Brings the batches table of a database made before `all_done` and `batch_mode` up to
  * `batchesTable`. SQLite cannot change a CHECK constraint in place, so the table is rebuilt (rows
- * kept) in one transaction; a database that already has the new table is left alone. Runs before the
- * schema, which then recreates the index that went with the old table.
- * (Kept apart so that a schema-version framework can take it over as one migration step.)
+ * kept), with the index that went with the old one. A table that already has `all_done` is left
+ * alone: files written between that change and schema versions have it at version 0.
  */
 export function migrateBatchesTable (db: Database.Database): void {
   const table = db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'batches'").get()
   if (table === undefined || table.sql.includes("'all_done'")) return
-  db.transaction(() => {
-    db.exec('ALTER TABLE batches RENAME TO batches_before_all_done')
-    db.exec(batchesTable)
-    db.exec(`INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status)
-      SELECT id, started_at, ended_at, max_cycles, cycles_completed, status FROM batches_before_all_done`)
-    db.exec('DROP TABLE batches_before_all_done')
-  })()
+  db.exec('ALTER TABLE batches RENAME TO batches_before_all_done')
+  db.exec(batchesTable)
+  db.exec(`INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status)
+    SELECT id, started_at, ended_at, max_cycles, cycles_completed, status FROM batches_before_all_done`)
+  db.exec('DROP TABLE batches_before_all_done')
+  db.exec('CREATE INDEX IF NOT EXISTS batches_status ON batches(status)')
 }
+
+/**
+ * The schema, step by step (see migrations.ts), each run once, in order, in the one transaction of
+ * `migrate`. Step 1 is the schema as the releases before schema versions created it, with IF NOT
+ * EXISTS so that it is a no-op on their files; every later change is a new step at the end, never
+ * an edit of an earlier one.
+ */
+const migrations: Migration[] = [
+  { version: 1, name: 'events, batches, stories, commands, background tasks', up: db => db.exec(schema) },
+  { version: 2, name: 'batches: all_done status and batch_mode column', up: migrateBatchesTable },
+  historyMigration(3, row => toBatch(row as unknown as BatchDbRow)!)
+]
 
 function toEnvelope (row: EventRow): Envelope {
   return { id: row.id, type: row.type, payload: JSON.parse(row.payload), timestamp: row.timestamp } as Envelope
@@ -156,8 +168,8 @@ export function createStore (dbPath: string) {
   // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See docs/durability.md.
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
-  migrateBatchesTable(db)
-  db.exec(schema)
+  const migration = migrate(db, migrations)
+  const history = createHistory(db, row => toBatch(row as unknown as BatchDbRow)!)
 
   const statements = {
     begin: db.prepare('BEGIN'),
@@ -259,6 +271,7 @@ export function createStore (dbPath: string) {
     const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
     const id = Number(statements.insertEvent.run(type, payloadJson, timestamp, batchId).lastInsertRowid)
     project(type, payload, timestamp)
+    history.record(type, payload, timestamp, batchId)
     return { id, type, payload: payloadJson, timestamp }
   }
 
@@ -272,6 +285,12 @@ export function createStore (dbPath: string) {
 
   return {
     db,
+
+    /** What opening the file migrated (`applied` is empty when it was current). */
+    migration,
+
+    /** Batch history: per-batch story runs and command runs, and the queries the history routes answer from. */
+    history,
 
     /**
      * Opens a transaction that later appends join until `commit()`. The
@@ -293,7 +312,7 @@ export function createStore (dbPath: string) {
      */
     appendEvent (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
       // A lone INSERT is already atomic; the explicit transaction is only needed when a projection writes too.
-      return projectedTypes.has(type)
+      return projectedTypes.has(type) || isRecorded(type)
         ? appendInTransaction(type, payload, payloadJson, timestamp)
         : appendOne(type, payload, payloadJson, timestamp)
     },

@@ -17,6 +17,9 @@ declare module 'fastify' {
  */
 const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async function storePlugin (fastify, options) {
   const store = createStore(options.dbPath)
+  if (store.migration.applied.length > 0) {
+    fastify.log.info({ from: store.migration.from, to: store.migration.to, applied: store.migration.applied }, 'database schema upgraded')
+  }
   let checkpointer: ReturnType<typeof startCheckpointer> | null = null
   if (!store.db.memory) {
     try {

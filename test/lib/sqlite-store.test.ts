@@ -98,7 +98,7 @@ t.test('a database made before all_done and batch_mode is migrated in place', as
   store.appendEvent('batch:end', { batch_id: 2, cycles_completed: 4, status: 'all_done' }, '{}', 400)
   t.equal(store.getBatch(2)?.status, 'all_done', 'the new outcome fits the migrated table')
   const names = store.db.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'batches%' ORDER BY name").pluck().all()
-  t.same(names, ['batches', 'batches_status'], 'the old table is gone and the index is back')
+  t.same(names, ['batches', 'batches_started', 'batches_status'], 'the old table is gone and the index is back (and the history\'s is added)')
   store.close()
   const again = createStore(file)
   t.teardown(() => again.close())
