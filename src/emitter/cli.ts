@@ -15,15 +15,10 @@ import { createInterface } from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import {
-  createAgentStreamTranslator,
-  createProgressCoalescer,
-  exitCodeOf,
-  parseTaskLogLine,
-  taskLogEvents,
-  type AgentExit,
-  type BridgeEvent
-} from './agent-stream.ts'
+import type { BridgeEvent } from './bridge-events.ts'
+import { createProgressCoalescer } from './progress-coalescer.ts'
+import { createAgentStreamTranslator, exitCodeOf, type AgentExit } from './stream-json.ts'
+import { parseTaskLogLine, taskLogEvents } from './task-log.ts'
 import { chunkEvents, createEventClient, createEventSender, EventClientError, type EventClient, type UncheckedEventInput } from './client.ts'
 import { describeImportResult, describeSkippedRow, importUpstream, type ImportTarget } from './import-upstream.ts'
 

@@ -1,14 +1,9 @@
 import t from 'tap'
-import {
-  condense,
-  createAgentStreamTranslator,
-  createProgressCoalescer,
-  describeToolUse,
-  exitCodeOf,
-  parseTaskLogLine,
-  taskLogEvents,
-  type BridgeEvent
-} from '../../src/emitter/agent-stream.ts'
+/** The agent bridge's three parts: stream-json translation, task-log lines and progress coalescing. */
+import { condense, type BridgeEvent } from '../../src/emitter/bridge-events.ts'
+import { createProgressCoalescer } from '../../src/emitter/progress-coalescer.ts'
+import { createAgentStreamTranslator, describeToolUse, exitCodeOf } from '../../src/emitter/stream-json.ts'
+import { parseTaskLogLine, taskLogEvents } from '../../src/emitter/task-log.ts'
 import { readFixtureLines } from '../fixtures/fake-agent.ts'
 
 const context = { storyKey: '1-2', command: 'dev-story', taskId: 'dev-story' }
