@@ -37,14 +37,15 @@ export function withDetails<E extends Error> (error: E, details: ErrorDetail[]):
 
 // Orchestrator integration (ingest route and sprint-status file).
 
-export const IngestUnauthorizedError = createError(
-  'SPRINT_INGEST_UNAUTHORIZED', 'POST /api/events needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
+/** Raised by the write guard (src/lib/write-guard.ts) for every write route; the argument names the route. */
+export const IngestUnauthorizedError = createError<[string]>(
+  'SPRINT_INGEST_UNAUTHORIZED', '%s needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
 
 export const InvalidJsonError = createError<[string]>(
   'SPRINT_INVALID_JSON', 'Body is not valid JSON: %s', 400)
 
 export const IngestNotLoopbackError = createError<[string]>(
-  'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events are accepted only from this machine (loopback); %s is not a loopback address', 403)
+  'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events and orchestrator commands are accepted only from this machine (loopback); %s is not a loopback address', 403)
 
 export const SprintStatusNotFoundError = createError<[string]>(
   'SPRINT_STATUS_NOT_FOUND', 'sprint-status.yaml was not found in the artifacts directory (%s)', 404)

@@ -190,5 +190,8 @@ export const validPayloads = {
   error: { type: 'agent_crash', message: 'boom', context: { exit_code: 1 } },
   'context:create': { status: 'started', task_id: 7 },
   'context:refresh': { status: 'running', message: 'refreshing' },
-  'context:complete': { status: 'done', task_id: 'ctx-1', message: 'ok' }
+  'context:complete': { status: 'done', task_id: 'ctx-1', message: 'ok' },
+  'orchestrator:start': { pid: 4242, batch_size: 2 },
+  'orchestrator:stopping': { pid: 4242, signal: 'SIGINT' },
+  'orchestrator:exit': { pid: 4242, code: 0, signal: null, duration_ms: 61_250 }
 } as const

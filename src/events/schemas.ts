@@ -37,7 +37,10 @@ export const EventType = {
   ERROR: 'error',
   CONTEXT_CREATE: 'context:create',
   CONTEXT_REFRESH: 'context:refresh',
-  CONTEXT_COMPLETE: 'context:complete'
+  CONTEXT_COMPLETE: 'context:complete',
+  ORCHESTRATOR_START: 'orchestrator:start',
+  ORCHESTRATOR_STOPPING: 'orchestrator:stopping',
+  ORCHESTRATOR_EXIT: 'orchestrator:exit'
 } as const
 
 export type EventTypeName = typeof EventType[keyof typeof EventType]
@@ -117,6 +120,47 @@ export const ContextEventSchema = Type.Object({
 }, closed)
 export type ContextEvent = Static<typeof ContextEventSchema>
 
+// The orchestrator the service supervises (src/plugins/orchestrator.ts): emitted by the service
+// itself, never by the orchestrator, so a dashboard sees a start, a stop request and an exit even
+// from an orchestrator that crashed before it reported anything.
+
+/** Upper bounds of orchestrator supervision: the batch size a start may ask for, and the output kept. */
+export const OrchestratorLimits = {
+  batchSize: 1000,
+  outputLines: 1000,
+  outputLineBytes: 4 * 1024
+} as const
+
+/** `{batch_size}` of a start request: a number of cycles, or every story that is left. */
+export const BatchSizeSchema = Type.Union([
+  Type.Integer({ minimum: 1, maximum: OrchestratorLimits.batchSize }),
+  Type.Literal('all')
+])
+export type BatchSize = Static<typeof BatchSizeSchema>
+
+const Pid = SafeInteger(1)
+const SignalName = Type.String({ minLength: 1, maxLength: 32 })
+
+export const OrchestratorStartSchema = Type.Object({
+  pid: Pid,
+  batch_size: BatchSizeSchema
+}, closed)
+export type OrchestratorStart = Static<typeof OrchestratorStartSchema>
+
+export const OrchestratorStoppingSchema = Type.Object({
+  pid: Pid,
+  signal: SignalName
+}, closed)
+export type OrchestratorStopping = Static<typeof OrchestratorStoppingSchema>
+
+export const OrchestratorExitSchema = Type.Object({
+  pid: Pid,
+  code: Type.Union([SafeInteger(), Type.Null()]),
+  signal: Type.Union([SignalName, Type.Null()]),
+  duration_ms: Type.Number({ minimum: 0 })
+}, closed)
+export type OrchestratorExit = Static<typeof OrchestratorExitSchema>
+
 /** Maps each event type to its payload schema; the single table the checkers, routes and types are built from. */
 export const PayloadSchemas = {
   [EventType.BATCH_START]: BatchStartSchema,
@@ -130,7 +174,10 @@ export const PayloadSchemas = {
   [EventType.ERROR]: ErrorEventSchema,
   [EventType.CONTEXT_CREATE]: ContextEventSchema,
   [EventType.CONTEXT_REFRESH]: ContextEventSchema,
-  [EventType.CONTEXT_COMPLETE]: ContextEventSchema
+  [EventType.CONTEXT_COMPLETE]: ContextEventSchema,
+  [EventType.ORCHESTRATOR_START]: OrchestratorStartSchema,
+  [EventType.ORCHESTRATOR_STOPPING]: OrchestratorStoppingSchema,
+  [EventType.ORCHESTRATOR_EXIT]: OrchestratorExitSchema
 } as const satisfies Record<EventTypeName, TSchema>
 
 /** Payload type of one event type, e.g. `EventPayload<'batch:start'>`. */
