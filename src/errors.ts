@@ -52,3 +52,22 @@ export const SprintStatusNotFoundError = createError<[string]>(
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// Orchestrator supervision (src/plugins/orchestrator.ts, src/routes/orchestrator.ts).
+
+export const OrchestratorRunningError = createError<[string]>(
+  'SPRINT_ORCHESTRATOR_RUNNING', '%s', 409)
+
+export const OrchestratorNotConfiguredError = createError(
+  'SPRINT_ORCHESTRATOR_NOT_CONFIGURED',
+  'No orchestrator is configured: set the plugin option "orchestrator" (standalone: SPRINT_ORCHESTRATOR_CMD, a JSON array of argv strings)', 501)
+
+export const OrchestratorSpawnFailedError = createError<[string, string]>(
+  'SPRINT_ORCHESTRATOR_SPAWN_FAILED', 'Could not start the orchestrator %s: %s', 500)
+
+export const OrchestratorNotRunningError = createError(
+  'SPRINT_ORCHESTRATOR_NOT_RUNNING', 'Nothing to stop: no orchestrator is running and no batch is left running', 409)
+
+/** A start request whose batch size is not an integer 1..1000 or "all"; `details` has the field path. */
+export const InvalidBatchSizeError = createError<[string]>(
+  'SPRINT_INVALID_BATCH_SIZE', '%s', 400)
