@@ -21,7 +21,8 @@ import { clockTime, timer } from './format.js'
  * @property {HTMLElement} cycles
  */
 
-const STATE_LABELS = { completed: 'Completed', stopped: 'Stopped', error: 'Error' }
+/** @type {Record<Exclude<Batch['status'], 'running'>, string>} */
+const STATE_LABELS = { completed: 'Completed', all_done: 'All stories done', stopped: 'Stopped', error: 'Error' }
 
 /**
  * @param {BatchElements} elements
@@ -54,12 +55,13 @@ export function createBatchPanel (elements, now) {
       return
     }
     setText(elements.id, `#${batch.id}`)
-    const of = batch.max_cycles === 'all' ? 'all' : String(batch.max_cycles)
+    // A batch without a cycle limit runs until no story is left: its cycles are counted, not measured against a total.
+    const of = batch.max_cycles === 'all' ? '' : ` of ${batch.max_cycles}`
     const done = batch.cycles_completed
-    setText(elements.cycles, `${done} / ${of}`)
+    setText(elements.cycles, batch.max_cycles === 'all' ? String(done) : `${done} / ${batch.max_cycles}`)
     const started = `Started ${clockTime(batch.started_at)}`
     if (batch.status === 'running') {
-      setText(elements.state, `Running cycle ${cycleInProgress()} of ${of}`)
+      setText(elements.state, `Running cycle ${cycleInProgress()}${of}`)
       setText(elements.detail, started)
     } else {
       setText(elements.state, STATE_LABELS[batch.status])
@@ -99,10 +101,22 @@ export function createBatchPanel (elements, now) {
     /** @param {Envelope} event */
     apply (event) {
       switch (event.type) {
-        case 'batch:start':
-          batch = { id: event.payload.batch_id, started_at: event.timestamp, ended_at: null, max_cycles: event.payload.max_cycles, cycles_completed: 0, status: 'running' }
+        case 'batch:start': {
+          const p = event.payload
+          // As the store projects it: null, 'all' and mode "all" all mean no cycle limit.
+          const limit = p.max_cycles === null || p.batch_mode === 'all' ? 'all' : p.max_cycles
+          batch = {
+            id: p.batch_id,
+            started_at: event.timestamp,
+            ended_at: null,
+            max_cycles: limit,
+            batch_mode: p.batch_mode ?? (limit === 'all' ? 'all' : 'fixed'),
+            cycles_completed: 0,
+            status: 'running'
+          }
           startedCycle = 0
           break
+        }
         case 'cycle:start':
           startedCycle = event.payload.cycle_number
           break
@@ -112,7 +126,8 @@ export function createBatchPanel (elements, now) {
         case 'batch:end':
           if (batch && batch.id === event.payload.batch_id) {
             batch.status = event.payload.status
-            batch.cycles_completed = event.payload.cycles_completed
+            // The sprint runner's stop carries no count: the batch keeps the one it reached.
+            if (event.payload.cycles_completed !== undefined) batch.cycles_completed = event.payload.cycles_completed
             batch.ended_at = event.timestamp
           }
           break
@@ -125,7 +140,7 @@ export function createBatchPanel (elements, now) {
     /** Short text for the tab title, so a background tab still tells the story. */
     summary () {
       if (!batch) return 'Idle'
-      if (batch.status === 'running') return `Cycle ${cycleInProgress()}/${batch.max_cycles === 'all' ? '∞' : batch.max_cycles}`
+      if (batch.status === 'running') return `Cycle ${cycleInProgress()}${batch.max_cycles === 'all' ? '' : `/${batch.max_cycles}`}`
       return STATE_LABELS[batch.status]
     },
 

@@ -14,6 +14,7 @@ import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import orchestratorPlugin from './plugins/orchestrator.ts'
 import { orchestratorControlRoutes, orchestratorStatusRoute } from './routes/orchestrator.ts'
 import { resolveOptions, type SprintDashboardOptions } from './options.ts'
+import { createLastGoodSprintStatus } from './lib/sprint-status.ts'
 import type { ErrorDetail } from './errors.ts'
 
 export type { SprintDashboardOptions } from './options.ts'
@@ -38,6 +39,8 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
   // After the events and store plugins, so that its onClose (which stops the orchestrator and records
   // the exit) runs before theirs: onClose hooks run in reverse order of registration.
   await fastify.register(orchestratorPlugin, { orchestrator: options.orchestrator, ingestToken: options.ingestToken })
+  // What the route and the watcher both read: the last version of sprint-status.yaml that parsed.
+  const lastGoodSprintStatus = createLastGoodSprintStatus()
 
   // fastify-plugin drops Fastify's own prefix handling, so the routes get an
   // encapsulated scope of their own with the prefix applied here.
@@ -66,14 +69,14 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(storyDescriptionsRoute, options)
       await readOnly.register(dashboardFiles, options)
       await readOnly.register(orchestratorStatusRoute)
-      await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir })
+      await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
     })
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
     await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
     await routes.register(orchestratorControlRoutes, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, routePrefix: prefix })
-    if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir })
+    if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
   }, { prefix })
 }
 

@@ -191,7 +191,20 @@ export const validPayloads = {
   'context:create': { status: 'started', task_id: 7 },
   'context:refresh': { status: 'running', message: 'refreshing' },
   'context:complete': { status: 'done', task_id: 'ctx-1', message: 'ok' },
+  'batch:warning': { batch_id: 1, message: 'Project context not available - proceeding without context', warning_type: 'context_unavailable' },
+  'context:error': { task_id: 7, status: 'error', error: 'generate-project-context exited with 1' },
+  'context:fresh': { message: 'Project context is fresh, skipping regeneration' },
+  'context:copied': { source: '/repo/project-context.md', destination: '/repo/sprint-project-context.md', message: 'Project context copied for sprint batch' },
+  'context:copy_failed': { source: '/repo/project-context.md', reason: 'Source file does not exist', message: 'project-context.md not found' },
+  'injection:empty': { command: 'sprint-dev-story', story_keys: ['2a-1'], message: 'No files matched for injection' },
+  'injection:warning': { command: 'sprint-commit', size_bytes: 120_000, threshold_bytes: 102_400, message: 'Injection size (120000 bytes) exceeds warning threshold' },
+  'background:complete': { task_id: 3, task_type: 'sprint-story-review-chain', status: 'completed' },
+  'background:error': { task_type: 'project-context-refresh', status: 'error', error: 'spawn claude ENOENT' },
+  'cleanup:complete': { files_moved: 2, story_keys: ['2a-1'], message: 'Cleanup complete: 2 files archived' },
+  'cleanup:error': { error: 'EACCES: permission denied', message: 'Cannot proceed with cleanup' },
+  'cleanup:file_moved': { source: '/repo/impl/2a-1.md', destination: '/repo/archive/2a-1.md', file_name: '2a-1.md' },
+  'cleanup:file_error': { file: '/repo/impl/2a-1.md', error: 'EBUSY', message: 'Failed to move 2a-1.md' },
   'orchestrator:start': { pid: 4242, batch_size: 2 },
-  'orchestrator:stopping': { pid: 4242, signal: 'SIGINT' },
-  'orchestrator:exit': { pid: 4242, code: 0, signal: null, duration_ms: 61_250 }
+  'orchestrator:stopping': { pid: 4242, signal: 'SIGTERM' },
+  'orchestrator:exit': { pid: 4242, code: null, signal: 'SIGTERM', duration_ms: 1500 }
 } as const

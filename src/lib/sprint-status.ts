@@ -67,6 +67,29 @@ export function parseSprintStatus (text: string): SprintStatusDocument {
   return document as SprintStatusDocument
 }
 
+/**
+ * The last version of the file that parsed, shared by everything that reads the file (the route reads
+ * it per request, the watcher on every change), so that an edit in progress, which does not parse for a
+ * moment, leaves the last good state readable.
+ *
+ * @example
+ * const lastGood = createLastGoodSprintStatus()
+ * lastGood.remember(parseSprintStatus(text))
+ * lastGood.document // the parsed file, or null while no version ever parsed
+ */
+export function createLastGoodSprintStatus () {
+  let document: SprintStatusDocument | null = null
+  return {
+    remember (parsed: SprintStatusDocument): void {
+      document = parsed
+    },
+    get document (): SprintStatusDocument | null {
+      return document
+    }
+  }
+}
+export type LastGoodSprintStatus = ReturnType<typeof createLastGoodSprintStatus>
+
 /** Entries of `development_status` that are not stories: epic rows and retrospectives. */
 export function isStoryKey (key: string): boolean {
   return !key.startsWith('epic-') && !key.endsWith('-retrospective')

@@ -38,17 +38,28 @@ export interface BackgroundTaskRow {
   details: string | null
 }
 
-interface BatchDbRow extends Omit<Batch, 'max_cycles'> { max_cycles: number | null }
+interface BatchDbRow extends Omit<Batch, 'max_cycles' | 'batch_mode'> {
+  max_cycles: number | null
+  batch_mode: Batch['batch_mode'] | null
+}
 
-const schema = `
+/**
+ * The batches table. `status` is checked, so a new batch outcome means a new table: see
+ * `migrateBatchesTable`, which brings a database made before `all_done` and `batch_mode` up to this.
+ */
+const batchesTable = `
 CREATE TABLE IF NOT EXISTS batches (
   id INTEGER PRIMARY KEY,
   started_at INTEGER NOT NULL,
   ended_at INTEGER,
-  max_cycles INTEGER, -- NULL means "all"
+  max_cycles INTEGER, -- NULL means no limit ("all")
   cycles_completed INTEGER NOT NULL DEFAULT 0,
-  status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'stopped', 'error'))
+  status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'all_done', 'stopped', 'error')),
+  batch_mode TEXT CHECK (batch_mode IN ('fixed', 'all')) -- as the producer sent it; NULL when it did not
 );
+`
+
+const schema = `${batchesTable}
 CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
 CREATE TABLE IF NOT EXISTS stories (
   key TEXT PRIMARY KEY,
@@ -87,6 +98,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
 `
 
+/** A validated event on its way into the store; `timestamp` when the producer gave one. */
+export interface EventToAppend {
+  type: EventTypeName
+  payload: unknown
+  payloadJson: string
+  timestamp?: number | undefined
+}
+
 /** The JSON text of an envelope built from a stored row, without parsing the payload. */
 export function envelopeJson (row: EventRow): string {
   return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
@@ -94,7 +113,31 @@ export function envelopeJson (row: EventRow): string {
 
 function toBatch (row: BatchDbRow | undefined): Batch | null {
   if (row === undefined) return null
-  return { ...row, max_cycles: row.max_cycles ?? 'all' }
+  return {
+    ...row,
+    max_cycles: row.max_cycles ?? 'all',
+    // Producers before `batch_mode` (and rows from before the column) said it with max_cycles alone.
+    batch_mode: row.batch_mode ?? (row.max_cycles === null ? 'all' : 'fixed')
+  }
+}
+
+/**
+ * Brings the batches table of a database made before `all_done` and `batch_mode` up to
+ * `batchesTable`. SQLite cannot change a CHECK constraint in place, so the table is rebuilt (rows
+ * kept) in one transaction; a database that already has the new table is left alone. Runs before the
+ * schema, which then recreates the index that went with the old table.
+ * (Kept apart so that a schema-version framework can take it over as one migration step.)
+ */
+export function migrateBatchesTable (db: Database.Database): void {
+  const table = db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'batches'").get()
+  if (table === undefined || table.sql.includes("'all_done'")) return
+  db.transaction(() => {
+    db.exec('ALTER TABLE batches RENAME TO batches_before_all_done')
+    db.exec(batchesTable)
+    db.exec(`INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status)
+      SELECT id, started_at, ended_at, max_cycles, cycles_completed, status FROM batches_before_all_done`)
+    db.exec('DROP TABLE batches_before_all_done')
+  })()
 }
 
 function toEnvelope (row: EventRow): Envelope {
@@ -118,6 +161,7 @@ export function createStore (dbPath: string) {
   // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See README "Durability".
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
+  migrateBatchesTable(db)
   db.exec(schema)
 
   const statements = {
@@ -142,14 +186,16 @@ export function createStore (dbPath: string) {
       "SELECT type, payload FROM events WHERE batch_id = ? AND type IN ('cycle:start', 'cycle:end') ORDER BY id DESC LIMIT 1"),
     stopOtherBatches: db.prepare<[number, number]>(
       "UPDATE batches SET status = 'stopped', ended_at = ? WHERE status = 'running' AND id != ?"),
-    startBatch: db.prepare<[number, number, number | null]>(
-      `INSERT INTO batches (id, started_at, max_cycles, cycles_completed, status) VALUES (?, ?, ?, 0, 'running')
-       ON CONFLICT(id) DO UPDATE SET status = 'running', ended_at = NULL, max_cycles = excluded.max_cycles`),
+    startBatch: db.prepare<[number, number, number | null, string | null]>(
+      `INSERT INTO batches (id, started_at, max_cycles, cycles_completed, status, batch_mode) VALUES (?, ?, ?, 0, 'running', ?)
+       ON CONFLICT(id) DO UPDATE SET status = 'running', ended_at = NULL, max_cycles = excluded.max_cycles, batch_mode = excluded.batch_mode`),
     advanceCycles: db.prepare<[number, number]>(
       'UPDATE batches SET cycles_completed = max(cycles_completed, ?) WHERE id = ?'),
-    endBatch: db.prepare<[number, number, number, number, string]>(
-      `INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status) VALUES (?, ?, ?, NULL, ?, ?)
-       ON CONFLICT(id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at, cycles_completed = excluded.cycles_completed`),
+    // A batch:end without cycles_completed (the sprint runner's stop) keeps the count the batch reached.
+    endBatch: db.prepare<{ id: number, at: number, cycles: number | null, status: string }>(
+      `INSERT INTO batches (id, started_at, ended_at, max_cycles, cycles_completed, status) VALUES (@id, @at, @at, NULL, coalesce(@cycles, 0), @status)
+       ON CONFLICT(id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+         cycles_completed = coalesce(@cycles, batches.cycles_completed)`),
     upsertStory: db.prepare<[string, string | null, string, number]>(
       `INSERT INTO stories (key, epic, status, updated_at) VALUES (?, ?, ?, ?)
        ON CONFLICT(key) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, epic = coalesce(excluded.epic, stories.epic)`),
@@ -178,7 +224,10 @@ export function createStore (dbPath: string) {
       case EventType.BATCH_START: {
         const p = payload as EventPayload<'batch:start'>
         statements.stopOtherBatches.run(timestamp, p.batch_id)
-        statements.startBatch.run(p.batch_id, timestamp, p.max_cycles === 'all' ? null : p.max_cycles)
+        // null (the sprint runner's "all" mode) and 'all' both mean no cycle limit, and so does mode
+        // "all": the sprint runner then runs until no story is left, whatever max_cycles says.
+        const maxCycles = p.max_cycles === 'all' || p.max_cycles === null || p.batch_mode === 'all' ? null : p.max_cycles
+        statements.startBatch.run(p.batch_id, timestamp, maxCycles, p.batch_mode ?? null)
         activeBatchId = p.batch_id
         break
       }
@@ -189,7 +238,7 @@ export function createStore (dbPath: string) {
       }
       case EventType.BATCH_END: {
         const p = payload as EventPayload<'batch:end'>
-        statements.endBatch.run(p.batch_id, timestamp, timestamp, p.cycles_completed, p.status)
+        statements.endBatch.run({ id: p.batch_id, at: timestamp, cycles: p.cycles_completed ?? null, status: p.status })
         if (activeBatchId === p.batch_id) activeBatchId = statements.activeBatch.get()?.id ?? null
         break
       }
@@ -220,8 +269,8 @@ export function createStore (dbPath: string) {
     return { id, type, payload: payloadJson, timestamp }
   }
 
-  const appendMany = db.transaction((events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number) =>
-    events.map(e => appendOne(e.type, e.payload, e.payloadJson, timestamp)))
+  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) =>
+    events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)))
 
   // Projection and append commit together or not at all.
   const appendInTransaction = db.transaction(appendOne)
@@ -256,8 +305,11 @@ export function createStore (dbPath: string) {
         : appendOne(type, payload, payloadJson, timestamp)
     },
 
-    /** Appends validated events in one transaction: all are stored or none. */
-    appendEvents (events: ReadonlyArray<{ type: EventTypeName, payload: unknown, payloadJson: string }>, timestamp: number): EventRow[] {
+    /**
+     * Appends validated events in one transaction: all are stored or none. Each is stamped with its own
+     * `timestamp` (when the producer said it happened) or, without one, with `timestamp`.
+     */
+    appendEvents (events: readonly EventToAppend[], timestamp: number): EventRow[] {
       return appendMany(events, timestamp)
     },
 

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { WebSocket } from 'ws'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
-import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import { InvalidEventError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
 import { envelopeJson, type EventRow, type SprintStore } from '../lib/sqlite-store.ts'
 import type { ResolvedOptions } from '../options.ts'
@@ -344,15 +344,17 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * Validates, stores and broadcasts one event; returns its envelope.
      * Throws `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad type or payload.
      *
+     * `options.timestamp`: when the event happened (ms), if not now; see `validateTimestamp`.
+     *
      * @example
      * app.events.emit('command:start', { story_key: '2a-1', command: 'dev-story', task_id: 'implement' })
      */
-    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>): Envelope<T> {
-      const details = validateEvent(type, payload)
+    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number } = {}): Envelope<T> {
+      const details = validateEventInput({ type, payload, timestamp: options.timestamp })
       if (details.length > 0) throw invalid(type, details)
       store.begin()
       commitScheduled ??= setImmediate(commitAndPublish)
-      const row = store.appendEvent(type, payload, JSON.stringify(payload), Date.now())
+      const row = store.appendEvent(type, payload, JSON.stringify(payload), options.timestamp ?? Date.now())
       uncommitted.push(envelopeJson(row))
       const envelope = { id: row.id, type, payload, timestamp: row.timestamp } as Envelope<T>
       notify(envelope as Envelope)
@@ -366,14 +368,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      */
     emitMany (inputs: readonly EventInput[]): Envelope[] {
       if (inputs.length > MAX_EVENTS_PER_CALL) throw new TooManyEventsError(MAX_EVENTS_PER_CALL, inputs.length)
-      const details = inputs.flatMap((input, index) => validateEvent(input.type, input.payload, `/${index}`))
+      const details = inputs.flatMap((input, index) => validateEventInput(input, `/${index}`))
       if (details.length > 0) {
         throw invalid(inputs.length === 1 ? inputs[0]!.type : `batch of ${inputs.length}`, details)
       }
       const prepared = inputs.map(input => ({
         type: input.type as EventTypeName,
         payload: input.payload,
-        payloadJson: JSON.stringify(input.payload)
+        payloadJson: JSON.stringify(input.payload),
+        timestamp: input.timestamp
       }))
       // Committed before returning, so an HTTP caller is answered only for durable events.
       commitAndPublish()

@@ -10,6 +10,7 @@ import {
   parseSprintStatus,
   SPRINT_STATUS_FILE,
   SprintStatusParseError,
+  type LastGoodSprintStatus,
   type StoryStatuses
 } from '../lib/sprint-status.ts'
 
@@ -20,6 +21,8 @@ export interface SprintStatusWatcherOptions {
   debounceMs?: number
   /** Period of the stat poll that backs up fs.watch (network file systems, editors it misses). Default 500 ms. */
   pollIntervalMs?: number
+  /** Told every version that parses, so `GET /api/sprint-status` can serve it while a later one does not. */
+  lastGood?: LastGoodSprintStatus
 }
 
 export interface SprintStatusWatcherHandlers {
@@ -82,7 +85,9 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
     lastText = text
     let statuses: Map<string, string>
     try {
-      statuses = extractStoryStatuses(parseSprintStatus(text))
+      const document = parseSprintStatus(text)
+      options.lastGood?.remember(document)
+      statuses = extractStoryStatuses(document)
     } catch (error) {
       if (!(error instanceof SprintStatusParseError)) throw error
       handlers.onParseError(error)

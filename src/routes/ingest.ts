@@ -1,7 +1,7 @@
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
-import { describeInvalidEvent, validateEvent } from '../events/validate.ts'
+import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
   InvalidEventError,
   InvalidJsonError,
@@ -16,7 +16,7 @@ import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
 export const INGEST_BODY_LIMIT = 1024 * 1024
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
-  description: 'One event {type, payload} or an array of up to 1,000'
+  description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
 })
 export type IngestBody = Static<typeof IngestBodySchema>
 
@@ -51,10 +51,11 @@ function describeBody (body: unknown): ErrorDetail[] {
     }
     const details: ErrorDetail[] = []
     for (const key of Object.keys(item)) {
-      if (key !== 'type' && key !== 'payload') details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type" and "payload"' })
+      if (key !== 'type' && key !== 'payload' && key !== 'timestamp') {
+        details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type", "payload" and an optional "timestamp"' })
+      }
     }
-    const { type, payload } = item as { type?: unknown, payload?: unknown }
-    return [...details, ...validateEvent(type, payload, prefix)]
+    return [...details, ...validateEventInput(item as { type?: unknown, payload?: unknown, timestamp?: unknown }, prefix)]
   }
   if (Array.isArray(body)) return body.flatMap((item, index) => shapeOf(item, `/${index}`))
   return shapeOf(body, '')
@@ -62,7 +63,9 @@ function describeBody (body: unknown): ErrorDetail[] {
 
 /**
  * `POST /api/events`: events from orchestrators in other processes. One event or an array of up to
- * 1,000; stored all-or-nothing and answered with their envelopes.
+ * 1,000; stored all-or-nothing and answered with their envelopes. An event may carry `timestamp` (ms,
+ * when it happened; at most 60 s ahead of the server's clock): it becomes the envelope's timestamp.
+ * Ids are always the server's.
  *
  * Who may post: see `createWriteGuard` (the token, else loopback peers and same-site pages). The route
  * lives outside the permissive CORS scope and answers preflights itself, without `Access-Control-Allow-Origin`.
@@ -122,8 +125,8 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
       return { events: fastify.events.emitMany(body as EventInput[]) }
     }
     // A single event reports its paths without an index (`/payload/status`).
-    const { type, payload } = body as EventInput
-    const envelope = fastify.events.emit(type as EventTypeName, payload as never)
+    const { type, payload, timestamp } = body as EventInput
+    const envelope = fastify.events.emit(type as EventTypeName, payload as never, { timestamp })
     // emit() commits at the end of the turn; the 201 must not go out before the event is durable.
     fastify.events.flush()
     reply.code(201)

@@ -1,4 +1,5 @@
 import t from 'tap'
+import Database from 'better-sqlite3'
 import path from 'node:path'
 import { createStore } from '../../src/lib/sqlite-store.ts'
 import { tempDir, type TestContext } from '../helper.ts'
@@ -45,6 +46,63 @@ t.test('batch projection: start, cycles, end, "all"', async t => {
   append('batch:end', { batch_id: 7, cycles_completed: 3, status: 'stopped' }, 5000)
   t.equal(store.getActiveBatch(), null)
   t.match(store.getBatch(7), { status: 'stopped', ended_at: 5000, cycles_completed: 3, max_cycles: 'all' })
+})
+
+t.test('batch projection as the sprint runner means it', async t => {
+  const { store, append } = await openStore(t)
+  append('batch:start', { batch_id: 1, max_cycles: null, batch_mode: 'all' }, 1000)
+  t.match(store.getActiveBatch(), { id: 1, max_cycles: 'all', batch_mode: 'all', status: 'running' }, 'null is no limit')
+  append('batch:warning', { batch_id: 1, message: 'no context', warning_type: 'context_unavailable' })
+  t.equal(store.getActiveBatch()?.status, 'running', 'a warning does not end the batch')
+  append('cycle:end', { cycle_number: 1, completed_stories: ['a'] })
+  append('cycle:end', { cycle_number: 2, completed_stories: ['b'] })
+  append('batch:end', { batch_id: 1, cycles_completed: 2, status: 'all_done' }, 9000)
+  t.equal(store.getActiveBatch(), null)
+  t.match(store.getBatch(1), { status: 'all_done', cycles_completed: 2, ended_at: 9000 }, 'all_done is an outcome of its own')
+
+  append('batch:start', { batch_id: 2, max_cycles: 5, batch_mode: 'fixed' })
+  t.match(store.getActiveBatch(), { id: 2, max_cycles: 5, batch_mode: 'fixed' })
+  append('cycle:end', { cycle_number: 3, completed_stories: [] })
+  append('batch:end', { batch_id: 2, status: 'stopped' })
+  t.match(store.getBatch(2), { status: 'stopped', cycles_completed: 3 }, 'stopped without cycles_completed keeps the count reached')
+
+  append('batch:start', { batch_id: 3, max_cycles: 4 })
+  t.match(store.getBatch(3), { max_cycles: 4, batch_mode: 'fixed' }, 'batch_mode derived when not sent')
+  append('batch:start', { batch_id: 4, max_cycles: 4, batch_mode: 'all' })
+  t.match(store.getBatch(4), { max_cycles: 'all', batch_mode: 'all' }, '"all" mode has no limit, whatever max_cycles says')
+  append('batch:end', { batch_id: 99, status: 'stopped' })
+  t.match(store.getBatch(99), { status: 'stopped', cycles_completed: 0 }, 'the end of a batch never started is recorded with no cycles')
+})
+
+t.test('a database made before all_done and batch_mode is migrated in place', async t => {
+  const dir = await tempDir(t)
+  const file = path.join(dir, 'old.db')
+  // The batches table exactly as the previous release created it.
+  const old = new Database(file)
+  old.exec(`CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    max_cycles INTEGER, -- NULL means "all"
+    cycles_completed INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'stopped', 'error'))
+  );
+  CREATE INDEX batches_status ON batches(status);
+  INSERT INTO batches VALUES (1, 100, 200, 2, 2, 'completed'), (2, 300, NULL, NULL, 1, 'running');`)
+  old.close()
+
+  const store = createStore(file)
+  t.teardown(() => store.close())
+  t.match(store.getBatch(1), { started_at: 100, ended_at: 200, max_cycles: 2, batch_mode: 'fixed', cycles_completed: 2, status: 'completed' })
+  t.match(store.getActiveBatch(), { id: 2, max_cycles: 'all', batch_mode: 'all', cycles_completed: 1, status: 'running' })
+  store.appendEvent('batch:end', { batch_id: 2, cycles_completed: 4, status: 'all_done' }, '{}', 400)
+  t.equal(store.getBatch(2)?.status, 'all_done', 'the new outcome fits the migrated table')
+  const names = store.db.prepare("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'batches%' ORDER BY name").pluck().all()
+  t.same(names, ['batches', 'batches_status'], 'the old table is gone and the index is back')
+  store.close()
+  const again = createStore(file)
+  t.teardown(() => again.close())
+  t.equal(again.getBatch(2)?.status, 'all_done', 'opening a migrated database again changes nothing')
 })
 
 t.test('a new batch:start stops the running one; restarting an id reopens it', async t => {

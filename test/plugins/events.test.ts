@@ -47,7 +47,8 @@ t.test('emit rejects an invalid event with code, status and every field path', a
   t.equal(error.code, 'SPRINT_INVALID_EVENT')
   t.equal(error.statusCode, 400)
   t.match(error.message, /batch:start/)
-  t.same(error.details.map(d => d.path).sort(), ['/payload/batch_id', '/payload/extra_field', '/payload/max_cycles'])
+  // An undeclared field is no error (payloads are open); the bad declared ones are all named.
+  t.same(error.details.map(d => d.path).sort(), ['/payload/batch_id', '/payload/max_cycles'])
   t.throws(() => app.events.emit('nope' as never, {} as never), { code: 'SPRINT_INVALID_EVENT', message: /Unknown event type "nope"/ })
   t.equal(app.events.lastEventId, 0, 'nothing was stored')
 })
@@ -68,6 +69,30 @@ t.test('emitMany is all or nothing and names the index', async t => {
   const received = await client.take(2)
   t.same(received.map(m => m.id), [1, 2], 'only the accepted batch was broadcast')
   t.throws(() => app.events.emitMany(Array.from({ length: 1001 }, () => ({ type: 'error', payload: {} }))), { code: 'SPRINT_TOO_MANY_EVENTS' })
+})
+
+t.test('a producer timestamp becomes the envelope\'s, in emit and emitMany; ids stay the server\'s', async t => {
+  const { app, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  const happened = Date.now() - 3_600_000
+  const one = app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: happened })
+  t.equal(one.timestamp, happened)
+  const many = app.events.emitMany([
+    { type: 'error', payload: { type: 'c', message: 'd' }, timestamp: happened + 1 },
+    { type: 'error', payload: { type: 'e', message: 'f' } }
+  ])
+  t.same(many.map(e => e.id), [2, 3])
+  t.equal(many[0]!.timestamp, happened + 1)
+  t.ok(Math.abs(many[1]!.timestamp - Date.now()) < 5000, 'without one, the server\'s time')
+  t.same((await client.take(3)).map(m => m.timestamp), [happened, happened + 1, many[1]!.timestamp], 'broadcast as stored')
+  t.same(app.sprintStore.getRecentEvents(3).map(e => e.timestamp), [happened, happened + 1, many[1]!.timestamp], 'stored')
+
+  t.throws(() => app.events.emitMany([
+    { type: 'error', payload: { type: 'a', message: 'b' } },
+    { type: 'error', payload: { type: 'a', message: 'b' }, timestamp: Date.now() + 120_000 }
+  ]), { code: 'SPRINT_INVALID_EVENT', details: [{ path: '/1/timestamp' }] })
+  t.throws(() => app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: -5 }), { code: 'SPRINT_INVALID_EVENT', details: [{ path: '/timestamp' }] })
+  t.equal(app.events.lastEventId, 3, 'nothing stored for a refused timestamp')
 })
 
 t.test('broadcast with no clients is a no-op', async t => {

@@ -111,8 +111,15 @@ const ingestCases: Case[] = [
   { name: 'story:status without new_status', run: () => post(event('story:status', { story_key: 'a', old_status: null })), status: 400, message: invalidEvent('/payload/new_status') },
   { name: 'empty story_key', run: () => post(event('command:start', { ...validPayloads['command:start'], story_key: '' })), status: 400, message: invalidEvent('/payload/story_key') },
   { name: 'client-chosen id', run: () => post(json({ id: 1, type: 'error', payload: validPayloads.error })), status: 400, message: /\/id Unexpected property/ },
-  { name: 'client-chosen timestamp', run: () => post(json({ type: 'error', payload: validPayloads.error, timestamp: 0 })), status: 400, message: /\/timestamp Unexpected property/ },
-  { name: 'extra payload field', run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, admin: true })), status: 400, message: invalidEvent('/payload/admin') },
+  // A producer's timestamp is accepted (when the event happened), but only a plausible one.
+  { name: 'timestamp an hour ahead', run: () => post(json({ type: 'error', payload: validPayloads.error, timestamp: Date.now() + 3_600_000 })), status: 400, message: /\/timestamp .*at most 60 s ahead/ },
+  { name: 'timestamp is a string', run: () => post(json({ type: 'error', payload: validPayloads.error, timestamp: '2025-01-01' })), status: 400, message: invalidEvent('/timestamp') },
+  { name: 'timestamp is negative', run: () => post(json([{ type: 'error', payload: validPayloads.error, timestamp: -1 }])), status: 400, message: invalidEvent('/0/timestamp') },
+  { name: 'timestamp in seconds with a fraction', run: () => post(json({ type: 'error', payload: validPayloads.error, timestamp: 1700000000.5 })), status: 400, message: invalidEvent('/timestamp') },
+  // Undeclared payload fields are accepted and kept (producers add fields), but bounded like declared ones.
+  { name: `extra payload field with a name longer than ${Limits.key}`, run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, ['a'.repeat(Limits.key + 1)]: true })), status: 400, message: /SPRINT_INVALID_EVENT .*\/payload\/a+… Property names may be at most 256/ },
+  { name: 'extra payload field longer than 64 KiB', run: () => post(event('batch:start', { batch_id: 1, max_cycles: 1, note: 'n'.repeat(Limits.message + 1) })), status: 400, message: invalidEvent('/payload/note') },
+  { name: `payload with ${Limits.properties + 1} properties`, run: () => post(event('cycle:end', { cycle_number: 1, completed_stories: [], ...Object.fromEntries(Array.from({ length: Limits.properties - 1 }, (_, i) => [`x${i}`, i])) })), status: 400, message: invalidEvent('/payload') },
   {
     name: 'one bad event in an array stores none',
     run: () => post(json([{ type: 'error', payload: validPayloads.error }, { type: 'error', payload: validPayloads.error }, { type: 'batch:start', payload: {} }])),

@@ -73,6 +73,36 @@ t.test('a bad single event: 400 with paths without an index', async (t) => {
   t.same(unknown.body.details.map((detail: { path: string }) => detail.path), ['/type'])
 })
 
+t.test('a producer timestamp is kept; one too far ahead or not an integer is refused with its path', async (t) => {
+  const { app, url, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  const happened = Date.now() - 86_400_000
+  const single = await post(url, { ...batchStart, timestamp: happened })
+  t.equal(single.status, 201)
+  t.equal(single.body.events[0].timestamp, happened)
+  const array = await post(url, [{ ...commandStart, timestamp: happened + 5 }, commandStart])
+  t.equal(array.status, 201)
+  t.equal(array.body.events[0].timestamp, happened + 5)
+  t.ok(Math.abs(array.body.events[1].timestamp - Date.now()) < 5000, 'without one, the server\'s time')
+  t.same((await client.take(3)).map((m: { timestamp: number }) => m.timestamp), [happened, happened + 5, array.body.events[1].timestamp])
+  t.equal(app.sprintStore.getBatch(1)?.started_at, happened, 'projections use it too')
+
+  const lastId = app.events.lastEventId
+  const ahead = await post(url, [commandStart, { ...commandStart, timestamp: Date.now() + 120_000 }])
+  t.equal(ahead.status, 400)
+  t.equal(ahead.body.code, 'SPRINT_INVALID_EVENT')
+  t.same(ahead.body.details.map((detail: { path: string }) => detail.path), ['/1/timestamp'])
+  t.match(ahead.body.details[0].message, /at most 60 s ahead/)
+  const slightlyAhead = await post(url, { ...commandStart, timestamp: Date.now() + 30_000 })
+  t.equal(slightlyAhead.status, 201, 'a clock 30 s ahead is fine')
+  for (const timestamp of ['1700000000000', 1.5, -1, Number.MAX_SAFE_INTEGER + 2, null, true]) {
+    const reply = await post(url, { ...commandStart, timestamp })
+    t.equal(reply.status, 400, JSON.stringify(timestamp))
+    t.same(reply.body.details?.map((detail: { path: string }) => detail.path), ['/timestamp'], JSON.stringify(timestamp))
+  }
+  t.equal(app.events.lastEventId, lastId + 1, 'only the plausible one was stored')
+})
+
 t.test('bodies that are not events', async (t) => {
   const { url } = await listen(t)
   const notObjects = await post(url, [1, { type: 'batch:start' }, { payload: {} }])

@@ -16,14 +16,26 @@ export function inProcess (app: FastifyInstance): unknown[] {
   app.events.emit('batch:start', { batch_id: '1', max_cycles: 2 })
   // @ts-expect-error max_cycles is required
   app.events.emit('batch:start', { batch_id: 1 })
-  // @ts-expect-error max_cycles is a number or 'all'
+  // @ts-expect-error max_cycles is a number, null or 'all'
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 'some' })
-  // @ts-expect-error payloads are closed: no unknown properties
+  // @ts-expect-error in-process emitters are held to the declared fields (the service accepts undeclared ones at run time)
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 2, extra: true })
+  // @ts-expect-error batch_mode is 'fixed' or 'all'
+  app.events.emit('batch:start', { batch_id: 1, max_cycles: null, batch_mode: 'some' })
+  // @ts-expect-error a batch:warning needs its warning_type
+  app.events.emit('batch:warning', { batch_id: 1, message: 'no context' })
   // @ts-expect-error unknown event type
   app.events.emit('batch:begin', { batch_id: 1, max_cycles: 2 })
-  // @ts-expect-error batch:end status is completed, stopped or error
+  // @ts-expect-error batch:end status is completed, all_done, stopped or error
   app.events.emit('batch:end', { batch_id: 1, cycles_completed: 1, status: 'done' })
+  // The sprint runner's shapes.
+  app.events.emit('batch:start', { batch_id: 1, max_cycles: null, batch_mode: 'all' })
+  app.events.emit('batch:end', { batch_id: 1, status: 'stopped' })
+  app.events.emit('batch:end', { batch_id: 1, cycles_completed: 3, status: 'all_done' })
+  app.events.emit('command:end', { story_key: '1-1', command: 'dev-story', task_id: 'implement', status: 'end', message: '' })
+  app.events.emit('injection:warning', { command: 'sprint-commit', size_bytes: 1, threshold_bytes: 0, message: '' }, { timestamp: Date.now() })
+  // @ts-expect-error size_bytes is a number
+  app.events.emit('injection:warning', { command: 'sprint-commit', size_bytes: '1', threshold_bytes: 0, message: '' })
   // @ts-expect-error a command:start payload is not a command:end payload (status missing)
   app.events.emit('command:end', { story_key: '1-1', command: 'dev-story', task_id: 'implement' })
   // @ts-expect-error old_status is a string or null, not undefined
