@@ -18,7 +18,7 @@ import { byId, h, setText } from './dom.js'
  * @property {number | null} cycles_completed
  * @property {number | 'all' | null} max_cycles
  * @property {string[]} current_stories
- * @property {{ code: number | null, signal: string | null, at: number, duration_ms: number } | null} last_exit
+ * @property {{ code: number | null, signal: string | null, at: number, duration_ms: number, stop_requested: boolean } | null} last_exit
  * @property {import('./types.js').Batch | null} last_batch
  */
 
@@ -136,7 +136,8 @@ function describeStatus (s, asked = pending) {
   const batch = s.last_batch
   // The newest batch belongs to the last run unless it started before that run did.
   const batchOfLastRun = batch !== null && (exit === null || batch.started_at >= exit.at - exit.duration_ms - 1000)
-  const failure = exit !== null && (exit.code !== null ? exit.code !== 0 : exit.signal !== null)
+  // Ending by a signal after a stop request (Force stop, or a stop before it could handle SIGINT) is what was asked for.
+  const failure = exit !== null && (exit.code !== null ? exit.code !== 0 : exit.signal !== null && !exit.stop_requested)
   const exitText = exit === null ? '' : exit.code !== null ? `exit ${exit.code}` : `${exit.signal}`
   if (batchOfLastRun && batch) {
     if (batch.status === 'stopped') return `Stopped after ${cycles(batch.cycles_completed)}`

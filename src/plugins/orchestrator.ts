@@ -35,6 +35,8 @@ export interface LastExit {
   /** ms since the epoch */
   at: number
   duration_ms: number
+  /** It exited after a stop request: a death by the stop signal is then no failure. */
+  stop_requested: boolean
 }
 
 /** `GET /api/orchestrator/status`. Batch fields come from the store, so they also describe an orchestrator this service did not start. */
@@ -151,7 +153,7 @@ export function createOrchestratorSupervisor (deps: SupervisorDependencies) {
   async function finish (current: Run, child: OrchestratorProcess): Promise<void> {
     const exit = await child.exited
     if (current.killTimer !== null) clearTimeout(current.killTimer)
-    lastExit = { code: exit.code, signal: exit.signal, at: exit.at, duration_ms: exit.durationMs }
+    lastExit = { code: exit.code, signal: exit.signal, at: exit.at, duration_ms: exit.durationMs, stop_requested: current.stopRequested }
     const level = exit.code === 0 || current.stopRequested ? 'info' : 'warn'
     log[level]({ pid: child.pid, code: exit.code, signal: exit.signal, durationMs: exit.durationMs }, 'orchestrator exited')
     await emit('orchestrator:exit', { pid: child.pid, code: exit.code, signal: exit.signal, duration_ms: exit.durationMs })

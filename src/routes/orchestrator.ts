@@ -49,7 +49,8 @@ export const StatusReplySchema = Type.Object({
     code: Nullable(Type.Integer()),
     signal: Nullable(Type.String()),
     at: Type.Integer(),
-    duration_ms: Type.Number()
+    duration_ms: Type.Number(),
+    stop_requested: Type.Boolean({ description: 'The exit followed a stop request' })
   })),
   last_batch: Nullable(BatchSchema)
 })

@@ -118,7 +118,7 @@ t.test('stop: 202 stopping, the stop signal to the orchestrator, exit 0, then st
   const exit = (await exited).payload
   t.match(exit, { pid, code: 0, signal: null, duration_ms: Number })
   await waitFor(() => fake.app.orchestrator.pid === null)
-  t.match(await fake.status(), { status: 'idle', pid: null, last_exit: { code: 0, signal: null, at: Number, duration_ms: exit.duration_ms } })
+  t.match(await fake.status(), { status: 'idle', pid: null, last_exit: { code: 0, signal: null, at: Number, duration_ms: exit.duration_ms, stop_requested: true } })
   await fake.outputLine(/^SIGINT: finishing/)
   t.equal((await fake.stop()).status, 409, 'nothing left to stop')
   const restarted = await fake.start({ batch_size: 1 })
@@ -247,7 +247,7 @@ t.test('a crash: exit 1, the batch ended as error, the exit in the status', asyn
   t.match((await exited).payload, { code: 1, signal: null })
   t.same((await ended).payload, { batch_id: 9, cycles_completed: 0, status: 'error' })
   await waitFor(() => fake.app.orchestrator.pid === null)
-  t.match(await fake.status(), { status: 'idle', last_exit: { code: 1 }, last_batch: { id: 9, status: 'error', max_cycles: 'all' } })
+  t.match(await fake.status(), { status: 'idle', last_exit: { code: 1, stop_requested: false }, last_batch: { id: 9, status: 'error', max_cycles: 'all' } })
   t.ok((await fake.output()).lines.some((line: any) => line.stream === 'stderr' && /Traceback/.test(line.text)))
 })
 
