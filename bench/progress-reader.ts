@@ -5,9 +5,10 @@
  * Why not `JSON.parse`: the clients share two cores with the server, and
  * whatever a client spends per event is taken from the server it measures.
  * At 1,000 clients × 200 ev/s the two client processes read 200,000 events/s,
- * and with batching the server spends 0.2-2.5 µs per message: a parse per
- * event would cost about as much. (In a loop over 4-event frames this reader
- * takes ~0.65 µs per event, a substring and two `Number()`s ~1 µs.) Both servers write envelopes as
+ * and with batching the server's CPU per message (column `CPU µs/msg` in
+ * bench/RESULTS.md) is about what a parse per event would cost. (When this
+ * reader was written, a loop over 4-event frames took ~0.65 µs per event with
+ * it and ~1 µs with a substring and two `Number()`s.) Both servers write envelopes as
  * `{"id":…,"type":"command:progress","payload":{…,"message":"<ms>"},"timestamp":…}`;
  * any other shape returns `undefined` and the caller falls back to `JSON.parse`.
  */

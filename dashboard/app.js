@@ -1,20 +1,23 @@
 // @ts-check
 /**
- * Entry point of the dashboard: owns the event cursor (the id of the last applied event) and routes
- * each event, in id order and exactly once, to the panels.
+ * Entry point of the dashboard: wires the link (connection.js) and the event cursor (event-cursor.js,
+ * which hands on each event once and in id order) to the panels.
  */
 import { createBatchPanel, createOperations } from './batch-panel.js'
 import { createConnection } from './connection.js'
 import { byId, setText } from './dom.js'
-import { createEventLog } from './event-log.js'
+import { createEventCursor } from './event-cursor.js'
+import { createEventLog, warningOf } from './event-log.js'
 import { age } from './format.js'
+import { createNoticeBanner } from './notice-banner.js'
+import { createContextIndicator } from './project-context.js'
 import { fetchSprintStatus, fetchStoryDescriptions } from './sprint-status.js'
 import { createStoryBoard } from './story-board.js'
 import { createToasts } from './toasts.js'
 import { loadUiState, saveUiState, toggled } from './ui-state.js'
 
 /** @typedef {import('./types.js').Envelope} Envelope */
-/** @typedef {import('./types.js').InitPayload} InitPayload */
+/** @typedef {import('./event-cursor.js').AppliedInit} AppliedInit */
 /** @typedef {import('./connection.js').ConnectionState} ConnectionState */
 
 // Errors replayed after a long disconnect arrive together; toasting more than a few buries the page.
@@ -23,9 +26,6 @@ const MAX_TOASTS_PER_BATCH = 4
 const ui = loadUiState()
 function persist () { saveUiState(ui) }
 
-/** Id of the last event applied to the view; events at or below it are duplicates. */
-let lastAppliedId = 0
-let initialised = false
 /** Timestamp (server clock) of the newest applied event, for the "last event" indicator. */
 let lastEventTimestamp = 0
 /**
@@ -107,6 +107,7 @@ const operations = createOperations({
 }, now)
 
 const toasts = createToasts(byId('toasts'))
+const contextIndicator = createContextIndicator(byId('stat-context'))
 
 /** @param {string} text */
 function setLogFilter (text) {
@@ -142,22 +143,16 @@ async function loadBoard () {
 }
 
 /**
- * Applies events in id order, skipping any already applied (a resume overlapping a live frame, a
- * server resending after a reconnect).
- * @param {Envelope[]} events
+ * Applies events the cursor has not handed on before, in id order.
+ * @param {Envelope[]} fresh
  * @param {{ live: boolean }} how live: new to the operator (toasts, highlights); false for a snapshot
  */
-function applyEvents (events, how) {
-  const ordered = events.length > 1 ? [...events].sort((a, b) => a.id - b.id) : events
-  /** @type {Envelope[]} */
-  const fresh = []
-  for (const event of ordered) {
-    if (event.id <= lastAppliedId) continue
-    lastAppliedId = event.id
+function applyEvents (fresh, how) {
+  for (const event of fresh) {
     lastEventTimestamp = Math.max(lastEventTimestamp, event.timestamp)
-    fresh.push(event)
     batchPanel.apply(event)
     operations.apply(event)
+    contextIndicator.apply(event)
     if (event.type === 'story:status') {
       statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
@@ -166,37 +161,40 @@ function applyEvents (events, how) {
   if (fresh.length === 0) return
   log.append(fresh)
   if (how.live) {
-    const errors = fresh.filter((event) => event.type === 'error')
-    for (const event of errors.slice(-MAX_TOASTS_PER_BATCH)) {
+    const alerts = fresh.filter((event) => event.type === 'error' || warningOf(event) !== null)
+    for (const event of alerts.slice(-MAX_TOASTS_PER_BATCH)) {
       if (event.type === 'error') toasts.showError({ id: event.id, timestamp: event.timestamp, ...event.payload })
+      else {
+        const warning = warningOf(event)
+        if (warning) toasts.showWarning(warning)
+      }
     }
   }
-  document.body.dataset.lastEventId = String(lastAppliedId)
+  document.body.dataset.lastEventId = String(cursor.lastAppliedId)
   updateHeader()
 }
 
-/** @param {InitPayload} init */
+/** @param {AppliedInit} init */
 function applyInit (init) {
   clockOffset = null
-  const resumed = init.resumed === true && initialised
-  if (!resumed) {
+  notices.clear()
+  if (!init.resumed) {
     // Fresh connect or reset: the snapshot is the whole truth, so forget the old view entirely.
     log.clear()
     operations.clear()
+    contextIndicator.clear()
     statusOverlay.clear()
-    lastAppliedId = 0
     lastEventTimestamp = 0
   }
   // Reload the board after a reconnect: sprint-status.yaml may have changed while we were away.
-  if (initialised) loadBoard()
-  initialised = true
+  if (init.reconnect) loadBoard()
   if (init.error) console.warn('dashboard: the service reported a problem with the resume:', init.error)
   // Events the operator missed while disconnected are news (toasts); a snapshot is history.
-  applyEvents(init.events ?? [], { live: resumed })
+  applyEvents(init.events, { live: init.resumed })
   // The batch row sent with init is authoritative over whatever the events suggested.
-  batchPanel.setBatch(init.batch ?? null)
+  batchPanel.setBatch(init.batch)
   if (init.batch && init.batch.status !== 'running') operations.clear()
-  document.body.dataset.lastEventId = String(lastAppliedId)
+  document.body.dataset.lastEventId = String(cursor.lastAppliedId)
   updateHeader()
 }
 
@@ -243,10 +241,16 @@ function updateHeader () {
   if (document.title !== title) document.title = title
 }
 
-const connection = createConnection({
-  getSince: () => (initialised && lastAppliedId > 0 ? lastAppliedId : null),
+const notices = createNoticeBanner(document.body)
+
+const cursor = createEventCursor({
   onInit: applyInit,
   onEvents: applyLive,
+  onNotice: notices.show
+})
+
+const connection = createConnection({
+  cursor,
   onState (state) {
     connectionState = state
     renderConnection()

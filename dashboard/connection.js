@@ -1,12 +1,11 @@
 // @ts-check
 /**
  * The WebSocket link to the service: derives the URL from the page, asks for what it missed after a
- * drop (`?since=`), splits NDJSON frames, keeps a heartbeat, and reconnects with capped exponential
- * backoff. It knows nothing about the view; the app decides what an init or an event means.
+ * drop (`?since=`), keeps a heartbeat, and reconnects with capped exponential backoff. What a frame
+ * means is the event cursor's business (event-cursor.js); this module only carries the frames.
  */
 
-/** @typedef {import('./types.js').Envelope} Envelope */
-/** @typedef {import('./types.js').InitPayload} InitPayload */
+/** @typedef {import('./event-cursor.js').EventCursor} EventCursor */
 
 /**
  * @typedef {'connecting' | 'connected' | 'reconnecting' | 'disconnected'} ConnectionStateName
@@ -29,6 +28,13 @@ export const BACKOFF_MAX_MS = 30_000
 // connection died without a close (laptop sleep, proxy timeout), which the browser may not notice for minutes.
 const PING_INTERVAL_MS = 20_000
 const SILENCE_LIMIT_MS = 45_000
+const PING_MESSAGE = JSON.stringify(/** @satisfies {import('./types.js').PingMessage} */ ({ type: 'ping' }))
+/**
+ * The close code for a link the page gave up on. The page cannot import the protocol module at run
+ * time, so the number is repeated here, typed as the protocol's: a change there is a type error here.
+ * @type {typeof import('../src/events/protocol.ts').CloseCode.CLIENT_HEARTBEAT_TIMEOUT}
+ */
+export const HEARTBEAT_TIMEOUT_CLOSE_CODE = 4000
 
 /**
  * Backoff before attempt `attempt` (1-based): 1 s doubling to 30 s, with "equal jitter" (half fixed,
@@ -60,9 +66,7 @@ export function socketUrl (location, since) {
 
 /**
  * @typedef {object} ConnectionHandlers
- * @property {() => number | null} getSince id of the last applied event, or null before the first init
- * @property {(init: InitPayload) => void} onInit
- * @property {(events: Envelope[]) => void} onEvents envelopes of one frame, in the order received
+ * @property {Pick<EventCursor, 'since' | 'connectionOpened' | 'receive'>} cursor reads every frame and gives the `since` to resume from
  * @property {(state: ConnectionState) => void} onState
  */
 
@@ -93,44 +97,22 @@ export function createConnection (handlers, options = {}) {
 
   function open () {
     clearRetry()
-    const ws = new WebSocket(socketUrl(location, handlers.getSince()))
+    const ws = new WebSocket(socketUrl(location, handlers.cursor.since))
     socket = ws
-    let initialised = false
+    handlers.cursor.connectionOpened()
     publish({ state: everConnected || attempt > 0 ? 'reconnecting' : 'connecting', attempt, retryAt: null })
 
     ws.addEventListener('message', (message) => {
       if (socket !== ws) return
       lastMessageAt = Date.now()
       if (typeof message.data !== 'string') return
-      /** @type {Envelope[]} */
-      const events = []
-      // With batch=1 a frame may carry several JSON documents separated by "\n".
-      for (const line of message.data.split('\n')) {
-        if (line.trim() === '') continue
-        let parsed
-        try {
-          parsed = JSON.parse(line)
-        } catch {
-          console.warn('dashboard: ignoring a frame line that is not JSON', line.slice(0, 200))
-          continue
-        }
-        if (parsed === null || typeof parsed !== 'object') continue
-        // Orchestrator events (including the `error` event) carry a numeric id; control messages never do.
-        if (typeof parsed.id === 'number') {
-          events.push(parsed)
-        } else if (parsed.type === 'init') {
-          if (events.length > 0) handlers.onEvents(events.splice(0))
-          initialised = true
-          attempt = 0
-          everConnected = true
-          publish({ state: 'connected', attempt: 0, retryAt: null })
-          handlers.onInit(parsed.payload)
-        } else if (parsed.type === 'error') {
-          console.warn('dashboard: the service rejected a message', parsed.payload)
-        }
+      const { init } = handlers.cursor.receive(message.data)
+      // Connected means the init arrived: the page shows the server's state, not only an open socket.
+      if (init && current.state !== 'connected') {
+        attempt = 0
+        everConnected = true
+        publish({ state: 'connected', attempt: 0, retryAt: null })
       }
-      // Events before the init of this connection cannot be placed; the init carries them anyway.
-      if (events.length > 0 && initialised) handlers.onEvents(events)
     })
 
     ws.addEventListener('open', () => {
@@ -152,11 +134,11 @@ export function createConnection (handlers, options = {}) {
     heartbeatTimer = setInterval(() => {
       if (Date.now() - lastMessageAt > SILENCE_LIMIT_MS) {
         // Do not wait for the close handshake of a dead link: forget it and reconnect now.
-        drop(4000, 'no message from the service for too long')
-        try { ws.close(4000, 'heartbeat timeout') } catch {}
+        drop(HEARTBEAT_TIMEOUT_CLOSE_CODE, 'no message from the service for too long')
+        try { ws.close(HEARTBEAT_TIMEOUT_CLOSE_CODE, 'heartbeat timeout') } catch {}
         return
       }
-      if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}')
+      if (ws.readyState === WebSocket.OPEN) ws.send(PING_MESSAGE)
     }, PING_INTERVAL_MS)
   }
 

@@ -17,24 +17,49 @@ export const MAX_ROWS = 2000
 /** Rows written per animation frame; about 40 ms of work on a slow machine. */
 const ROWS_PER_FRAME = 250
 
-/** Filterable kinds, in chip order. `progress` is apart from `command` because it is the noisy one. */
-export const KINDS = /** @type {const} */ (['batch', 'command', 'progress', 'status', 'error', 'context'])
+/**
+ * Filterable kinds, in chip order. `progress` is apart from `command` because it is the noisy one;
+ * `tasks` are the orchestrator's housekeeping (background tasks, artifact clean-up).
+ */
+export const KINDS = /** @type {const} */ (['batch', 'command', 'progress', 'status', 'error', 'context', 'tasks'])
 /** @typedef {typeof KINDS[number] | 'other'} Kind */
 
-const KIND_LABELS = { batch: 'Batch', command: 'Commands', progress: 'Progress', status: 'Status', error: 'Errors', context: 'Context' }
+const KIND_LABELS = { batch: 'Batch', command: 'Commands', progress: 'Progress', status: 'Status', error: 'Errors', context: 'Context', tasks: 'Tasks' }
 
 /**
  * @param {string} type
  * @returns {Kind}
  */
 export function eventKind (type) {
-  if (type.startsWith('batch:') || type.startsWith('cycle:')) return 'batch'
+  if (type.startsWith('batch:') || type.startsWith('cycle:') || type.startsWith('orchestrator:')) return 'batch'
   if (type === 'command:progress') return 'progress'
   if (type.startsWith('command:')) return 'command'
   if (type === 'story:status') return 'status'
   if (type === 'error') return 'error'
-  if (type.startsWith('context:')) return 'context'
+  // Injection is the project context (and story files) handed to an agent.
+  if (type.startsWith('context:') || type.startsWith('injection:')) return 'context'
+  if (type.startsWith('background:') || type.startsWith('cleanup:')) return 'tasks'
   return 'other'
+}
+
+/**
+ * Events the orchestrator sends when something went wrong without stopping the run: each raises a
+ * warning toast and a highlighted log row. (`error` events keep their error toast.)
+ */
+export const WARNING_TYPES = new Set(['batch:warning', 'injection:warning', 'injection:empty', 'context:copy_failed',
+  'context:error', 'background:error', 'cleanup:error', 'cleanup:file_error'])
+
+/**
+ * What a warning toast shows for an event of `WARNING_TYPES`: its message, and every other field
+ * one click away. Null for any other event.
+ * @param {Envelope} event
+ * @returns {{ id: number, timestamp: number, type: string, message: string, context: Record<string, unknown> } | null}
+ */
+export function warningOf (event) {
+  if (!WARNING_TYPES.has(event.type)) return null
+  const { message, ...context } = /** @type {Record<string, unknown>} */ (event.payload)
+  const text = describeEvent(event).text
+  return { id: event.id, timestamp: event.timestamp, type: event.type, message: typeof message === 'string' && message !== '' ? message : text, context }
 }
 
 /**
@@ -53,6 +78,25 @@ export function eventKind (type) {
 const str = (value) => typeof value === 'string' ? value : (typeof value === 'number' ? String(value) : '')
 
 /**
+ * @param {number} count
+ * @param {string} one
+ * @param {string} [many]
+ */
+const plural = (count, one, many = `${one}s`) => `${count} ${count === 1 ? one : many}`
+
+/** @param {number} bytes */
+const kilobytes = (bytes) => `${Math.round(bytes / 1024).toLocaleString()} KB`
+
+/**
+ * A file path shortened to its last two parts: the log has one line per event.
+ * @param {string} path
+ */
+const shortPath = (path) => path.split(/[\\/]/).filter(Boolean).slice(-2).join('/') || path
+
+/** @param {string} text */
+const withMessage = (text) => text ? ` · ${text}` : ''
+
+/**
  * What one event says, as plain strings. Unknown event types still get a row (with their raw
  * payload), so a newer orchestrator never makes events silently disappear.
  * @param {Envelope} event
@@ -65,15 +109,24 @@ export function describeEvent (event) {
     case 'batch:start': {
       const p = event.payload
       row.label = 'batch'
-      row.text = `Batch #${p.batch_id} started · ${p.max_cycles === 'all' ? 'all cycles' : `${p.max_cycles} cycle${p.max_cycles === 1 ? '' : 's'}`}`
+      const limit = p.max_cycles === null || p.batch_mode === 'all' ? 'all' : p.max_cycles
+      row.text = `Batch #${p.batch_id} started · ${limit === 'all' ? 'until no story is left' : plural(limit, 'cycle')}`
       row.tone = 'active'
+      break
+    }
+    case 'batch:warning': {
+      const p = event.payload
+      row.label = 'warning'
+      row.text = `Batch #${p.batch_id}: ${p.message}${p.warning_type ? ` (${p.warning_type})` : ''}`
+      row.tone = 'warn'
       break
     }
     case 'batch:end': {
       const p = event.payload
       row.label = 'batch'
-      row.text = `Batch #${p.batch_id} ${p.status} after ${p.cycles_completed} cycle${p.cycles_completed === 1 ? '' : 's'}`
-      row.tone = p.status === 'completed' ? 'done' : (p.status === 'error' ? 'bad' : 'idle')
+      const after = p.cycles_completed === undefined ? '' : ` after ${plural(p.cycles_completed, 'cycle')}`
+      row.text = p.status === 'all_done' ? `Batch #${p.batch_id} ended: all stories done${after}` : `Batch #${p.batch_id} ${p.status}${after}`
+      row.tone = p.status === 'completed' || p.status === 'all_done' ? 'done' : (p.status === 'error' ? 'bad' : 'idle')
       break
     }
     case 'cycle:start': {
@@ -93,7 +146,7 @@ export function describeEvent (event) {
     }
     case 'command:start': {
       const p = event.payload
-      Object.assign(row, { label: 'start', story: p.story_key, command: p.command, task: p.task_id, text: 'started', tone: 'active' })
+      Object.assign(row, { label: 'start', story: p.story_key, command: p.command, task: p.task_id, text: `started${withMessage(p.message ?? '')}`, tone: 'active' })
       break
     }
     case 'command:progress': {
@@ -103,7 +156,7 @@ export function describeEvent (event) {
     }
     case 'command:end': {
       const p = event.payload
-      Object.assign(row, { label: 'end', story: p.story_key, command: p.command, task: p.task_id, text: p.status, tone: statusTone(p.status) })
+      Object.assign(row, { label: 'end', story: p.story_key, command: p.command, task: p.task_id, text: `${p.status}${withMessage(p.message ?? '')}`, tone: statusTone(p.status) })
       const metrics = p.metrics ?? {}
       if (typeof metrics.duration_ms === 'number') row.metrics.push(duration(metrics.duration_ms))
       if (typeof metrics.tokens === 'number') row.metrics.push(tokens(metrics.tokens))
@@ -140,6 +193,80 @@ export function describeEvent (event) {
         text: `${event.type.slice('context:'.length)} · ${p.status}${p.message ? ` · ${p.message}` : ''}`,
         tone: statusTone(p.status)
       })
+      break
+    }
+    case 'context:error': {
+      const p = event.payload
+      Object.assign(row, { label: 'context', task: String(p.task_id), text: `refresh failed: ${p.error}`, tone: 'warn' })
+      break
+    }
+    case 'context:fresh':
+      Object.assign(row, { label: 'context', text: `fresh${withMessage(event.payload.message)}`, tone: 'done' })
+      break
+    case 'context:copied': {
+      const p = event.payload
+      Object.assign(row, { label: 'context', text: `copied for this batch to ${shortPath(p.destination)}`, tone: 'done' })
+      break
+    }
+    case 'context:copy_failed': {
+      const p = event.payload
+      Object.assign(row, { label: 'context', text: `not copied: ${p.reason}${withMessage(p.message)}`, tone: 'warn' })
+      break
+    }
+    case 'injection:empty': {
+      const p = event.payload
+      Object.assign(row, { label: 'inject', command: p.command, text: `no files to inject${p.story_keys.length ? ` for ${p.story_keys.join(', ')}` : ''}`, tone: 'warn' })
+      break
+    }
+    case 'injection:warning': {
+      const p = event.payload
+      Object.assign(row, { label: 'inject', command: p.command, text: `injected context is ${kilobytes(p.size_bytes)}, over the ${kilobytes(p.threshold_bytes)} warning threshold`, tone: 'warn' })
+      break
+    }
+    case 'background:complete': {
+      const p = event.payload
+      Object.assign(row, { label: 'task', command: p.task_type, task: String(p.task_id), text: p.status, tone: statusTone(p.status) })
+      break
+    }
+    case 'background:error': {
+      const p = event.payload
+      Object.assign(row, { label: 'task', command: p.task_type, task: p.task_id === undefined ? '' : String(p.task_id), text: `${p.status}: ${p.error}`, tone: 'warn' })
+      break
+    }
+    case 'cleanup:complete': {
+      const p = event.payload
+      Object.assign(row, { label: 'cleanup', text: `${plural(p.files_moved, 'file')} archived${p.story_keys.length ? ` for ${p.story_keys.join(', ')}` : ''}`, tone: 'done' })
+      break
+    }
+    case 'cleanup:error': {
+      const p = event.payload
+      Object.assign(row, { label: 'cleanup', text: `clean-up failed: ${p.error}${withMessage(p.message)}`, tone: 'warn' })
+      break
+    }
+    case 'cleanup:file_moved': {
+      const p = event.payload
+      Object.assign(row, { label: 'cleanup', text: `archived ${p.file_name} to ${shortPath(p.destination)}`, tone: 'idle' })
+      break
+    }
+    case 'cleanup:file_error': {
+      const p = event.payload
+      Object.assign(row, { label: 'cleanup', text: `could not archive ${shortPath(p.file)}: ${p.error}`, tone: 'warn' })
+      break
+    }
+    case 'orchestrator:start': {
+      const p = event.payload
+      Object.assign(row, { label: 'orchestrator', text: `Orchestrator started (pid ${p.pid}) · ${p.batch_size === 'all' ? 'until no story is left' : plural(p.batch_size, 'cycle')}`, tone: 'active' })
+      break
+    }
+    case 'orchestrator:stopping': {
+      const p = event.payload
+      Object.assign(row, { label: 'orchestrator', text: `Orchestrator (pid ${p.pid}) stopping on ${p.signal}`, tone: 'idle' })
+      break
+    }
+    case 'orchestrator:exit': {
+      const p = event.payload
+      const how = p.signal === null ? `exited with code ${p.code ?? '?'}` : `ended by ${p.signal}`
+      Object.assign(row, { label: 'orchestrator', text: `Orchestrator (pid ${p.pid}) ${how} after ${duration(p.duration_ms)}`, tone: p.code === 0 ? 'done' : (p.signal === null ? 'bad' : 'idle') })
       break
     }
     default: {
@@ -251,7 +378,7 @@ export function createEventLog (options) {
     for (const metric of content.metrics) text.append(h('span', { className: 'metric', text: metric }))
     const row = h('li', {
       className: 'row',
-      data: { kind, type: event.type, id: String(event.id), tone: content.tone },
+      data: { kind, type: event.type, id: String(event.id), tone: content.tone, ...(WARNING_TYPES.has(event.type) ? { level: 'warning' } : {}) },
       title: `#${event.id} · ${event.type}`
     },
     h('time', { className: 'cell-time', text: clockTime(event.timestamp) }),

@@ -1,8 +1,7 @@
 // @ts-check
 /**
- * Loads the sprint's stories: the JSON endpoint when the service has it, otherwise the raw
- * sprint-status.yaml read with a parser that understands exactly the part the board needs
- * (`development_status:`, a flat map of key → status). Also groups keys into epics.
+ * Loads the sprint's stories from the service (`GET /api/sprint-status`, the one sprint-status.yaml
+ * parser there is: a file the service refuses is reported, never drawn). Also groups keys into epics.
  */
 
 /**
@@ -19,81 +18,44 @@
  * @property {Array<{ key: string, status: string }>} stories
  */
 
-/**
- * Strips a YAML scalar of its quotes and trailing comment. Enough for the generated file; anything
- * fancier (anchors, multi-line values) never appears in development_status.
- * @param {string} raw
- */
-function scalar (raw) {
-  const text = raw.trim()
-  const quote = text[0]
-  if (quote === '"' || quote === "'") {
-    const end = text.indexOf(quote, 1)
-    if (end > 0) return text.slice(1, end)
-  }
-  const comment = text.search(/\s#/)
-  return (comment >= 0 ? text.slice(0, comment) : text).trim()
-}
+/** @typedef {import('../src/routes/sprint-status.ts').SprintStatusReply} SprintStatusReply */
+/** @typedef {import('../src/errors.ts').ErrorReply} ErrorReply */
 
 /**
- * Reads `project:` and the `development_status:` map out of sprint-status.yaml.
- * @param {string} yaml
+ * The board's view of the endpoint's body. A file without `development_status` (a sprint not
+ * planned yet) has no entries.
+ * @param {SprintStatusReply & { project?: unknown }} body every other top-level key of the file is kept too
  * @returns {SprintStatus}
  */
-export function parseSprintStatusYaml (yaml) {
-  /** @type {Array<[string, string]>} */
-  const entries = []
-  let project = ''
-  let inStatus = false
-  for (const line of yaml.split(/\r?\n/)) {
-    if (line.trim() === '' || line.trimStart().startsWith('#')) continue
-    const indented = /^\s/.test(line)
-    const match = /^\s*("[^"]*"|'[^']*'|[^:#]+?)\s*:(.*)$/.exec(line)
-    if (!indented) {
-      inStatus = match?.[1] === 'development_status'
-      if (match && match[1] === 'project') project = scalar(match[2] ?? '')
-      continue
-    }
-    if (!inStatus || !match) continue
-    const key = scalar(match[1] ?? '')
-    const status = scalar(match[2] ?? '')
-    if (key !== '') entries.push([key, status])
-  }
-  return { project, entries }
-}
-
-/**
- * Accepts the JSON endpoint's body if it carries the map we need.
- * @param {unknown} body
- * @returns {SprintStatus | null}
- */
-function fromJson (body) {
-  if (typeof body !== 'object' || body === null) return null
-  const record = /** @type {Record<string, unknown>} */ (body)
-  const map = record.development_status
-  if (typeof map !== 'object' || map === null || Array.isArray(map)) return null
+function fromReply (body) {
+  const map = body.development_status ?? {}
   /** @type {Array<[string, string]>} */
   const entries = Object.entries(map).map(([key, value]) => [key, value === null || value === undefined ? '' : String(value)])
-  return { project: typeof record.project === 'string' ? record.project : '', entries }
+  return { project: typeof body.project === 'string' ? body.project : '', entries }
 }
 
 /**
- * Fetches the sprint status relative to the page. Returns null when neither source exists yet
- * (a sprint that has not been planned), so the board can say so instead of failing.
+ * Why the service refused, in its own words when it sent them.
+ * @param {Response} response
+ */
+async function refusal (response) {
+  try {
+    const body = /** @type {Partial<ErrorReply>} */ (await response.json())
+    if (typeof body.message === 'string' && body.message !== '') return body.message
+  } catch {}
+  return `GET api/sprint-status: HTTP ${response.status}`
+}
+
+/**
+ * Fetches the sprint status relative to the page. Returns null when there is no file yet (a sprint
+ * that has not been planned), so the board can say so; rejects with the service's reason otherwise.
  * @returns {Promise<SprintStatus | null>}
  */
 export async function fetchSprintStatus () {
-  try {
-    const response = await fetch('./api/sprint-status', { cache: 'no-store', headers: { accept: 'application/json' } })
-    if (response.ok) {
-      const parsed = fromJson(await response.json())
-      if (parsed) return parsed
-    }
-  } catch {}
-  const response = await fetch('./sprint-status.yaml', { cache: 'no-store' })
+  const response = await fetch('./api/sprint-status', { cache: 'no-store', headers: { accept: 'application/json' } })
   if (response.status === 404) return null
-  if (!response.ok) throw new Error(`sprint-status.yaml: HTTP ${response.status}`)
-  return parseSprintStatusYaml(await response.text())
+  if (!response.ok) throw new Error(await refusal(response))
+  return fromReply(/** @type {SprintStatusReply} */ (await response.json()))
 }
 
 /**

@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * Error toasts: the message at a glance, the `context` one click away. A toast stays while the
- * operator is reading it (hovered or expanded) and otherwise leaves by itself.
+ * Error and warning toasts: the message at a glance, the `context` one click away. A toast stays
+ * while the operator is reading it (hovered or expanded) and otherwise leaves by itself.
  */
 import { renderContext } from './context-view.js'
 import { h } from './dom.js'
@@ -15,9 +15,10 @@ const MAX_TOASTS = 4
  */
 export function createToasts (container) {
   /**
+   * @param {'error' | 'warning'} level
    * @param {{ id: number, timestamp: number, type: string, message: string, context?: Record<string, unknown> }} error
    */
-  function showError (error) {
+  function show (level, error) {
     const hasContext = error.context !== undefined && Object.keys(error.context).length > 0
     const details = h('div', { className: 'toast-details' }, error.context && hasContext ? renderContext(error.context) : null)
     details.hidden = true
@@ -25,7 +26,7 @@ export function createToasts (container) {
     const actions = h('div', { className: 'toast-actions' }, toggle)
     actions.hidden = !hasContext
     const close = h('button', { className: 'toast-close', attrs: { type: 'button', 'aria-label': 'Dismiss' }, text: '×' })
-    const toast = h('div', { className: 'toast', data: { id: String(error.id) }, attrs: { role: 'alert' } },
+    const toast = h('div', { className: 'toast', data: { id: String(error.id), level }, attrs: { role: level === 'error' ? 'alert' : 'status' } },
       h('div', { className: 'toast-head' },
         h('span', { className: 'toast-icon', attrs: { 'aria-hidden': 'true' }, text: '!' }),
         h('span', { className: 'toast-type mono', text: error.type }),
@@ -62,5 +63,17 @@ export function createToasts (container) {
     for (let index = MAX_TOASTS; index < toasts.length; index++) toasts[index]?.remove()
   }
 
-  return { showError }
+  return {
+    /**
+     * An `error` event.
+     * @param {{ id: number, timestamp: number, type: string, message: string, context?: Record<string, unknown> }} error
+     */
+    showError (error) { show('error', error) },
+
+    /**
+     * Something went wrong without stopping the run (see `WARNING_TYPES` in event-log.js).
+     * @param {{ id: number, timestamp: number, type: string, message: string, context?: Record<string, unknown> }} warning
+     */
+    showWarning (warning) { show('warning', warning) }
+  }
 }

@@ -1,4 +1,5 @@
 import createError from '@fastify/error'
+import { Type, type Static } from '@sinclair/typebox'
 
 /**
  * Every error this service raises, in one place, so codes stay unique and
@@ -29,6 +30,23 @@ export const OriginNotAllowedError = createError<[string]>(
 
 export const TooManyConnectionsError = createError<[number]>(
   'SPRINT_TOO_MANY_CONNECTIONS', 'The service holds its maximum of %d WebSocket connections; try again later', 503)
+
+/** A notice for `events.broadcast` that is not `{ type, payload }`. */
+export const InvalidNoticeError = createError<[string]>('SPRINT_INVALID_NOTICE', 'Invalid notice: %s', 500)
+
+/** The store could not take the events (disk full, I/O error, read-only or locked file): nothing was stored or sent. */
+export const StorageUnavailableError = createError<[string]>(
+  'SPRINT_STORAGE_UNAVAILABLE', 'The event store cannot take events right now (%s); nothing was stored, try again', 503)
+
+/** The service's error reply, as the error handler in app.ts sends it. */
+export const ErrorReplySchema = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.Optional(Type.String()),
+  error: Type.String(),
+  message: Type.String(),
+  details: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() })))
+})
+export type ErrorReply = Static<typeof ErrorReplySchema>
 
 /** Attaches field details to an error built by one of the constructors above. */
 export function withDetails<E extends Error> (error: E, details: ErrorDetail[]): E & { details: ErrorDetail[] } {
@@ -71,3 +89,17 @@ export const OrchestratorNotRunningError = createError(
 /** A start request whose batch size is not an integer 1..1000 or "all"; `details` has the field path. */
 export const InvalidBatchSizeError = createError<[string]>(
   'SPRINT_INVALID_BATCH_SIZE', '%s', 400)
+
+// import-upstream (src/emitter/import-upstream.ts).
+
+export const UpstreamDatabaseInvalidError = createError<[string, string]>(
+  'SPRINT_UPSTREAM_DB_INVALID', '%s is not a sprint runner database: %s', 400)
+
+export const StoreInUseError = createError<[string]>(
+  'SPRINT_STORE_IN_USE', '%s is open in a running service; import through it with --url (or stop it and run again with --db)', 409)
+
+export const UpstreamImportsUnsupportedError = createError<[string]>(
+  'SPRINT_UPSTREAM_IMPORTS_UNSUPPORTED', 'The service at %s has no GET /api/upstream-imports (an older version); update it, or stop it and import with --db', 404)
+
+export const LiveBatchRunningError = createError<[number]>(
+  'SPRINT_LIVE_BATCH_RUNNING', 'Batch %d is running in the service: imported batches start before it and would end it; import when no batch is running', 409)

@@ -21,7 +21,7 @@ t.test('registered under a prefix inside a parent app', async t => {
 
   const { client, init } = await connect(t, `ws://127.0.0.1:${port}/sprint/ws`)
   t.equal(init.type, 'init')
-  const sent = app.events.emit('cycle:start', { cycle_number: 1, story_keys: ['1-1'] })
+  const sent = await app.events.emit('cycle:start', { cycle_number: 1, story_keys: ['1-1'] })
   t.same(await client.next(), sent, 'app.events on the parent reaches /sprint/ws clients')
 })
 

@@ -5,6 +5,7 @@
  *   tsx src/emitter/cli.ts emit --file events.ndjson                post many (`-` reads stdin)
  *   tsx src/emitter/cli.ts log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
  *   tsx src/emitter/cli.ts exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
+ *   tsx src/emitter/cli.ts import-upstream sprint-runner.db [--url URL | --db FILE]  bring the sprint runner's history
  *
  * Every command takes `--url` (env SPRINT_URL, default http://127.0.0.1:8080) and `--token` (env SPRINT_INGEST_TOKEN).
  */
@@ -24,6 +25,7 @@ import {
   type BridgeEvent
 } from './agent-stream.ts'
 import { chunkEvents, createEventClient, createEventSender, EventClientError, type EventClient, type UncheckedEventInput } from './client.ts'
+import { describeImportResult, describeSkippedRow, importUpstream, type ImportTarget } from './import-upstream.ts'
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080'
 
@@ -37,6 +39,10 @@ const USAGE = `Usage:
                                               command:start (status start) / command:end (other statuses)
   cli.ts exec --story <key> --command <name> [--task-id <id>] -- <agent command> [args...]
                                               run an agent with stream-json output and post its progress
+  cli.ts import-upstream <sprint-runner.db> [--db <service.db>]
+                                              append the sprint runner's batches and events, with their
+                                              original times, to the running service (--url) or to the
+                                              database file of a stopped one (--db); a second run adds nothing
 
 Options (every command):
   --url <url>      service base URL (env SPRINT_URL, default ${DEFAULT_URL})
@@ -59,7 +65,8 @@ const commonOptions = {
   help: { type: 'boolean', short: 'h' }
 } as const
 
-function clientFor (values: { url?: string | undefined, token?: string | undefined }, io: CliIo): EventClient {
+/** The service's base URL and ingest token from the options, else the environment. */
+function serviceFor (values: { url?: string | undefined, token?: string | undefined }, io: CliIo): { url: string, token: string | undefined } {
   const url = values.url ?? io.env.SPRINT_URL ?? DEFAULT_URL
   try {
     // eslint-disable-next-line no-new
@@ -67,7 +74,11 @@ function clientFor (values: { url?: string | undefined, token?: string | undefin
   } catch {
     throw new UsageError(`--url: not a URL: ${url}`)
   }
-  return createEventClient({ url, token: values.token ?? io.env.SPRINT_INGEST_TOKEN })
+  return { url, token: values.token ?? io.env.SPRINT_INGEST_TOKEN }
+}
+
+function clientFor (values: { url?: string | undefined, token?: string | undefined }, io: CliIo): EventClient {
+  return createEventClient(serviceFor(values, io))
 }
 
 function write (stream: Writable, text: string): void {
@@ -308,6 +319,44 @@ async function execCommand (args: string[], io: CliIo): Promise<number> {
   })
 }
 
+async function importUpstreamCommand (args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...commonOptions, db: { type: 'string' } } })
+  if (values.help === true) {
+    write(io.stdout, USAGE)
+    return 0
+  }
+  const [source, ...extra] = positionals
+  if (source === undefined) throw new UsageError('import-upstream needs the path of the sprint runner database (sprint-runner.db)')
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
+  // One write path per run: two would be two writers of one database.
+  if (values.db !== undefined && (values.url !== undefined || values.token !== undefined)) {
+    throw new UsageError('import-upstream writes either through the service (--url, --token) or into a stopped one\'s file (--db), not both')
+  }
+  const target: ImportTarget = values.db !== undefined ? { dbPath: values.db } : serviceFor(values, io)
+  const tty = (io.stderr as Partial<NodeJS.WriteStream>).isTTY === true
+  let progressShown = false
+  const result = await importUpstream({
+    source,
+    target,
+    onSkip: (row) => {
+      if (progressShown) io.stderr.write('\n')
+      progressShown = false
+      write(io.stderr, `import-upstream: ${describeSkippedRow(row)}`)
+    },
+    ...(tty
+      ? {
+          onProgress: (done: number, total: number) => {
+            io.stderr.write(`\rimport-upstream: ${done}/${total} events`)
+            progressShown = true
+          }
+        }
+      : {})
+  })
+  if (progressShown) io.stderr.write('\n')
+  write(io.stdout, describeImportResult(result))
+  return 0
+}
+
 /**
  * Runs the CLI with `argv` (without `node` and the script) and resolves with the exit code:
  * 0 done, 1 rejected or unreachable (the service's message on stderr), 2 usage error;
@@ -326,6 +375,8 @@ export async function runCli (argv: readonly string[], io: CliIo = { stdin: proc
         return await logCsvCommand(args, io)
       case 'exec':
         return await execCommand(args, io)
+      case 'import-upstream':
+        return await importUpstreamCommand(args, io)
       case undefined:
       case 'help':
       case '--help':

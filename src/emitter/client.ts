@@ -1,4 +1,5 @@
 import type { Envelope, EventPayload, EventTypeName } from '../events/schemas.ts'
+import { RequestLimits } from '../events/protocol.ts'
 
 /**
  * A small typed client for `POST /api/events`, for orchestrators written in TypeScript.
@@ -175,15 +176,12 @@ export function createEventClient (options: EventClientOptions) {
 
 export type EventClient = ReturnType<typeof createEventClient>
 
-/** Most events and bytes one request may carry (the service answers 400 over 1,000 events and 413 over 1 MiB). */
-export const REQUEST_LIMITS = { events: 1000, bytes: 1024 * 1024 } as const
-
 /**
  * Splits events into requests the service accepts: at most `maxEvents` each and, with some headroom
  * under the body limit, at most `maxBytes` of JSON. An event too big on its own gets a request of its
  * own (the service will answer 413, which is the right message for it).
  */
-export function chunkEvents<E> (events: readonly E[], maxEvents: number = REQUEST_LIMITS.events, maxBytes: number = REQUEST_LIMITS.bytes - 64 * 1024): E[][] {
+export function chunkEvents<E> (events: readonly E[], maxEvents: number = RequestLimits.eventsPerRequest, maxBytes: number = RequestLimits.ingestBodyBytes - 64 * 1024): E[][] {
   const chunks: E[][] = []
   let current: E[] = []
   let bytes = 2

@@ -106,11 +106,6 @@ export interface EventToAppend {
   timestamp?: number | undefined
 }
 
-/** The JSON text of an envelope built from a stored row, without parsing the payload. */
-export function envelopeJson (row: EventRow): string {
-  return `{"id":${row.id},"type":${JSON.stringify(row.type)},"payload":${row.payload},"timestamp":${row.timestamp}}`
-}
-
 function toBatch (row: BatchDbRow | undefined): Batch | null {
   if (row === undefined) return null
   return {
@@ -158,7 +153,7 @@ function toEnvelope (row: EventRow): Envelope {
 export function createStore (dbPath: string) {
   const db = new Database(dbPath)
   db.pragma('journal_mode = WAL')
-  // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See README "Durability".
+  // NORMAL in WAL mode: a power loss can drop the last commits, a process crash cannot. See docs/durability.md.
   db.pragma('synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
   migrateBatchesTable(db)
@@ -283,7 +278,7 @@ export function createStore (dbPath: string) {
     /**
      * Opens a transaction that later appends join until `commit()`. The
      * broadcaster groups every emit of one event-loop turn this way: one commit
-     * per turn instead of one per event (see README "Durability").
+     * per turn instead of one per event (see docs/durability.md).
      */
     begin (): void {
       if (!db.inTransaction) statements.begin.run()

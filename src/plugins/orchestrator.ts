@@ -3,6 +3,7 @@ import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { existsSync } from 'node:fs'
 import type { Batch, BatchSize, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { isEventType } from '../events/validate.ts'
+import { RequestLimits } from '../events/protocol.ts'
 import {
   OrchestratorNotConfiguredError,
   OrchestratorNotRunningError,
@@ -22,7 +23,7 @@ import type { ResolvedOrchestratorOptions } from '../options.ts'
 import type { SprintEvents } from './events.ts'
 
 /** Longest stdout line read as a possible NDJSON event: the ingest route's body limit, for the same events. */
-const MAX_EVENT_LINE_BYTES = 1024 * 1024
+const MAX_EVENT_LINE_BYTES = RequestLimits.ingestBodyBytes
 /** On `app.close()`, how long the orchestrator gets to finish after the stop signal before its group is killed. */
 const CLOSE_GRACE_MS = 8000
 /** After SIGKILL, how long close waits for the exit to be reported. */

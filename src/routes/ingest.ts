@@ -1,19 +1,18 @@
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
-import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
+import { EnvelopeSchema, EventInputSchema, Limits, type EventInput, type EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
   InvalidEventError,
   InvalidJsonError,
   TooManyEventsError,
   withDetails,
+  ErrorReplySchema,
   type ErrorDetail
 } from '../errors.ts'
 import { createWriteGuard, isLoopbackAddress, type WriteGuardOptions } from '../lib/write-guard.ts'
-import { MAX_EVENTS_PER_CALL } from '../plugins/events.ts'
-
-/** Largest request body `POST /api/events` reads; beyond it the answer is 413. */
-export const INGEST_BODY_LIMIT = 1024 * 1024
+import { RequestLimits } from '../events/protocol.ts'
+import { readUpstreamImportState } from '../lib/upstream-imports.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
   description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
@@ -25,15 +24,16 @@ export const IngestReplySchema = Type.Object({
 })
 export type IngestReply = Static<typeof IngestReplySchema>
 
-/** The service's error shape (see the error handler in app.ts). */
-export const ErrorReplySchema = Type.Object({
-  statusCode: Type.Integer(),
-  code: Type.Optional(Type.String()),
-  error: Type.String(),
-  message: Type.String(),
-  details: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() })))
+export const UpstreamImportsQuerySchema = Type.Object({
+  db: Type.String({ minLength: 1, maxLength: Limits.key, description: 'Identity of the sprint runner database, as import-upstream computes it' })
+}, { additionalProperties: false })
+
+export const UpstreamImportsReplySchema = Type.Object({
+  imported: Type.Array(Type.String(), { description: 'table/row/type of every event already imported from that database' }),
+  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' }),
+  running: Type.Union([Type.Integer(), Type.Null()], { description: 'The batch the service shows as running' })
 })
-export type ErrorReply = Static<typeof ErrorReplySchema>
+export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
 
 export type IngestOptions = WriteGuardOptions
 
@@ -93,7 +93,7 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.setValidatorCompiler(TypeBoxValidatorCompiler)
 
   fastify.post('/api/events', {
-    bodyLimit: INGEST_BODY_LIMIT,
+    bodyLimit: RequestLimits.ingestBodyBytes,
     // Authorization runs before the body is read, so a refused request costs no parsing.
     onRequest: authorize,
     // The schema documents and checks the envelope; the handler turns a failure into field paths.
@@ -105,13 +105,14 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
         400: ErrorReplySchema,
         401: ErrorReplySchema,
         403: ErrorReplySchema,
-        413: ErrorReplySchema
+        413: ErrorReplySchema,
+        503: ErrorReplySchema
       }
     }
   }, async (request, reply) => {
     const body: unknown = request.body
     const inputs = Array.isArray(body) ? body as unknown[] : [body]
-    if (Array.isArray(body) && body.length > MAX_EVENTS_PER_CALL) throw new TooManyEventsError(MAX_EVENTS_PER_CALL, body.length)
+    if (Array.isArray(body) && body.length > RequestLimits.eventsPerRequest) throw new TooManyEventsError(RequestLimits.eventsPerRequest, body.length)
     if (request.validationError !== undefined) {
       const details = describeBody(body)
       if (details.length === 0) details.push({ path: '', message: request.validationError.message })
@@ -122,13 +123,12 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     }
     if (Array.isArray(body)) {
       reply.code(201)
-      return { events: fastify.events.emitMany(body as EventInput[]) }
+      return { events: await fastify.events.emitMany(body as EventInput[]) }
     }
-    // A single event reports its paths without an index (`/payload/status`).
+    // A single event reports its paths without an index (`/payload/status`). emit() resolves once
+    // the event is committed, with the other requests' events of the same turn: one commit for all.
     const { type, payload, timestamp } = body as EventInput
-    const envelope = fastify.events.emit(type as EventTypeName, payload as never, { timestamp })
-    // emit() commits at the end of the turn; the 201 must not go out before the event is durable.
-    fastify.events.flush()
+    const envelope = await fastify.events.emit(type as EventTypeName, payload as never, { timestamp })
     reply.code(201)
     return { events: [envelope] }
   })
@@ -139,6 +139,21 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.options('/api/events', async (_request, reply) => {
     await reply.code(204).header('allow', 'POST, OPTIONS').send()
   })
+
+  // `import-upstream --url` reads here what it already brought, so that a second run imports nothing
+  // twice (see src/lib/upstream-imports.ts). Only an ingest client needs it: same authorization, no CORS.
+  fastify.get('/api/upstream-imports', {
+    onRequest: authorize,
+    schema: {
+      querystring: UpstreamImportsQuerySchema,
+      response: {
+        200: UpstreamImportsReplySchema,
+        400: ErrorReplySchema,
+        401: ErrorReplySchema,
+        403: ErrorReplySchema
+      }
+    }
+  }, async (request) => readUpstreamImportState(fastify.sprintStore.db, request.query.db))
 }
 
 export default ingestRoute

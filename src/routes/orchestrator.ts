@@ -3,9 +3,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { BatchSchema, BatchSizeSchema } from '../events/schemas.ts'
-import { InvalidBatchSizeError, withDetails, type ErrorDetail } from '../errors.ts'
+import { ErrorReplySchema, InvalidBatchSizeError, withDetails, type ErrorDetail } from '../errors.ts'
 import { createWriteGuard, type WriteGuardOptions } from '../lib/write-guard.ts'
-import { ErrorReplySchema } from './ingest.ts'
 
 /**
  * The orchestrator routes, on the paths of the sprint runner's own dashboard server so that its page

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { SprintStatusInvalidError, SprintStatusNotFoundError } from '../errors.ts'
+import { ErrorReplySchema, SprintStatusInvalidError, SprintStatusNotFoundError } from '../errors.ts'
 import type { ResolvedOptions } from '../options.ts'
 import {
   createLastGoodSprintStatus,
@@ -12,7 +12,6 @@ import {
   type LastGoodSprintStatus,
   type SprintStatusDocument
 } from '../lib/sprint-status.ts'
-import { ErrorReplySchema } from './ingest.ts'
 
 export const SprintStatusReplySchema = Type.Object({
   development_status: Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]))

@@ -1,29 +1,13 @@
 import type { FastifyPluginAsync } from 'fastify'
 import websocket from '@fastify/websocket'
 import type { WebSocket, RawData } from 'ws'
-import { Type, type Static } from '@sinclair/typebox'
 import { isOriginAllowed } from '../lib/origin.ts'
 import { OriginNotAllowedError, TooManyConnectionsError } from '../errors.ts'
-import { CloseCode } from '../plugins/events.ts'
+import { badRequestJson, CloseCode, PONG_MESSAGE, RequestLimits, WsQuerySchema, type WsQuery } from '../events/protocol.ts'
 import type { ResolvedOptions } from '../options.ts'
 
-/** The largest client frame accepted; one byte more closes the connection with 1009. */
-export const MAX_CLIENT_FRAME_BYTES = 65_536
-
-/** Messages (and protocol pings) one client may send per second before the rest are ignored. */
-const MESSAGES_PER_SECOND = 20
-/** Past this many in one second the client is flooding and is disconnected. */
-const FLOOD_PER_SECOND = 500
-/** Close code for a policy violation (RFC 6455). */
-const POLICY_VIOLATION = 1008
 /** Refused upgrades are logged at most this often. */
 const REFUSAL_LOG_INTERVAL_MS = 60_000
-
-const WsQuerySchema = Type.Object({
-  since: Type.Optional(Type.String({ description: 'Last event id the client applied; the init replays what came after' })),
-  batch: Type.Optional(Type.String({ description: '"1" to accept several newline-separated events per frame' }))
-})
-type WsQuery = Static<typeof WsQuerySchema>
 
 /** Counts messages per one-second window to keep a chatty client from costing everyone else. */
 function createRateLimiter () {
@@ -35,13 +19,13 @@ function createRateLimiter () {
       count = 0
     }
     count++
-    if (count > FLOOD_PER_SECOND) return 'flood'
-    return count > MESSAGES_PER_SECOND ? 'drop' : 'ok'
+    if (count > RequestLimits.clientFloodPerSecond) return 'flood'
+    return count > RequestLimits.clientMessagesPerSecond ? 'drop' : 'ok'
   }
 }
 
 function badRequest (socket: WebSocket, message: string): void {
-  socket.send(JSON.stringify({ type: 'error', payload: { type: 'bad_request', message } }))
+  socket.send(badRequestJson(message))
 }
 
 /**
@@ -55,7 +39,7 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(websocket, {
       options: {
-        maxPayload: MAX_CLIENT_FRAME_BYTES,
+        maxPayload: RequestLimits.clientFrameBytes,
         // We answer protocol pings ourselves, so that a ping flood is rate limited like any other message.
         autoPong: false,
         // Clients are tracked by the broadcaster; ws's own set would be a second copy.
@@ -111,7 +95,7 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
       const verdict = limit(Date.now())
       if (verdict === 'flood') {
         request.log.warn('WebSocket client flooding; disconnecting')
-        socket.close(POLICY_VIOLATION, 'rate limit exceeded')
+        socket.close(CloseCode.POLICY_VIOLATION, 'rate limit exceeded')
       }
       return verdict === 'ok'
     }
@@ -131,7 +115,7 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
           return badRequest(socket, 'Message is not valid JSON')
         }
         if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'ping') {
-          socket.send('{"type":"pong"}')
+          socket.send(PONG_MESSAGE)
           return
         }
         badRequest(socket, 'Unknown message; the only client message is {"type":"ping"}')

@@ -88,7 +88,7 @@ if (requireChromium(t)) {
     emit('batch:start', { batch_id: 1, max_cycles: 3 })
     emit('cycle:start', { cycle_number: 1, story_keys: ['2a-1-usage-metering', '1-2-invoice-export'] })
     emit('command:start', { story_key: '2a-1-usage-metering', command: 'create-story', task_id: 'draft' })
-    const initEnd = emit('command:end', { story_key: '2a-1-usage-metering', command: 'create-story', task_id: 'draft', status: 'success', metrics: { duration_ms: 42_000, tokens: 18_200 } })
+    const initEnd = await emit('command:end', { story_key: '2a-1-usage-metering', command: 'create-story', task_id: 'draft', status: 'success', metrics: { duration_ms: 42_000, tokens: 18_200 } })
 
     await page.goto(`${server.url}/`)
 
@@ -126,13 +126,13 @@ if (requireChromium(t)) {
       t.match(await operation.innerText(), /1-2-invoice-export\s+dev-story\s+\(implement-1\)/)
       t.match(await operation.locator('.operation-timer').innerText(), /^\d+:\d\d$/, 'live elapsed timer')
 
-      const second = emit('command:start', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'implement-2' })
+      const second = await emit('command:start', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'implement-2' })
       await page.locator(row(second.id)).waitFor()
       t.equal(await page.locator('#operations .operation').count(), 2, 'overlapping commands are all shown')
 
       emit('command:progress', { ...task, message: 'Running vitest: 42 passed' })
       await waitForText(page, '#operations .operation[data-task="implement-1"] .operation-message', /42 passed/)
-      const end = emit('command:end', { ...task, status: 'success', metrics: { duration_ms: 65_000, tokens: 45_210 } })
+      const end = await emit('command:end', { ...task, status: 'success', metrics: { duration_ms: 65_000, tokens: 45_210 } })
       await page.locator(row(end.id)).waitFor()
       await operation.waitFor({ state: 'detached' })
 
@@ -154,7 +154,7 @@ if (requireChromium(t)) {
     })
 
     await t.test('an error event raises a toast with expandable context', async t => {
-      const error = emit('error', {
+      const error = await emit('error', {
         type: 'agent_crash',
         message: 'dev-story exited with code 1',
         context: { story_key: '2a-1-usage-metering', exit_code: 1, stderr: 'TypeError: meter is undefined' }
@@ -173,8 +173,8 @@ if (requireChromium(t)) {
 
     await t.test('event text is shown as text, never parsed as HTML', async t => {
       const payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
-      const progress = emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'xss', message: payload })
-      const error = emit('error', { type: '<b>bold</b>', message: payload, context: { html: payload } })
+      const progress = await emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'xss', message: payload })
+      const error = await emit('error', { type: '<b>bold</b>', message: payload, context: { html: payload } })
       await page.locator(row(progress.id)).waitFor()
       await page.locator(`#toasts .toast[data-id="${error.id}"]`).waitFor()
       t.equal(await page.textContent(`${row(progress.id)} .cell-text`), payload)
@@ -185,8 +185,29 @@ if (requireChromium(t)) {
       emit('command:end', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'xss', status: 'failed' })
     })
 
+    await t.test('a broker notice shows a banner and never moves the page\'s cursor', async t => {
+      const task = { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'notice' }
+      const before = await emit('command:progress', { ...task, message: 'before the notice' })
+      await page.locator(row(before.id)).waitFor()
+      const rowsBefore = await page.locator('#log .row').count()
+      const banner = page.locator('#notice-banner')
+      t.notOk(await banner.isVisible(), 'no banner while all is well')
+
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'down' } })
+      await banner.waitFor({ state: 'visible' })
+      t.match(await banner.innerText(), /broker is unreachable/)
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(before.id), 'a notice is not a resume point')
+      t.equal(await page.locator('#log .row').count(), rowsBefore, 'a notice is not a log row')
+
+      const after = await emit('command:end', { ...task, status: 'success' })
+      await page.locator(row(after.id)).waitFor()
+      t.equal(await page.getAttribute('body', 'data-last-event-id'), String(after.id), 'the next stored event moves it')
+      server.app.events.broadcast({ type: 'status', payload: { broker: 'up' } })
+      await banner.waitFor({ state: 'hidden' })
+    })
+
     await t.test('a server restart is survived without gaps or duplicates', async t => {
-      const before = emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'before the restart' })
+      const before = await emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'before the restart' })
       await page.locator(row(before.id)).waitFor()
       const loadsBefore = Number(await page.getAttribute('#board', 'data-loads'))
       const port = server.port
@@ -196,10 +217,10 @@ if (requireChromium(t)) {
 
       server = await listen(suite, { artifactsDir, dbPath, port })
       // Emitted at once: depending on timing the page gets it in its resume init or live; both must show it.
-      const missed = emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'emitted right after the restart' })
+      const missed = await emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'emitted right after the restart' })
       await page.locator('#connection[data-state="connected"]').waitFor({ timeout: 15_000 })
       await page.locator(row(missed.id)).waitFor()
-      const live = emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'live after reconnecting' })
+      const live = await emit('command:progress', { story_key: '2a-1-usage-metering', command: 'dev-story', task_id: 'restart', message: 'live after reconnecting' })
       await page.locator(row(live.id)).waitFor()
 
       t.ok(await page.locator(row(before.id)).count(), 'the view was kept (resumed), not rebuilt')
@@ -224,7 +245,7 @@ if (requireChromium(t)) {
       emit('story:status', { story_key: '2a-2-rate-plans', old_status: 'drafted', new_status: 'ready-for-dev' })
       emit('command:start', { story_key: '2a-1-usage-metering', command: 'code-review', task_id: 'review-1' })
       emit('command:start', { story_key: '2a-2-rate-plans', command: 'create-story', task_id: 'draft-2' })
-      const last = emit('command:progress', { story_key: '2a-2-rate-plans', command: 'create-story', task_id: 'draft-2', message: 'Reading epic 2a context and the architecture notes' })
+      const last = await emit('command:progress', { story_key: '2a-2-rate-plans', command: 'create-story', task_id: 'draft-2', message: 'Reading epic 2a context and the architecture notes' })
       await page.locator(row(last.id)).waitFor()
       await mkdir(screenshotDir, { recursive: true })
       const dark = path.join(screenshotDir, 'dashboard-dark.png')
@@ -273,8 +294,8 @@ if (requireChromium(t)) {
     })
 
     await t.test('the log stops following when the operator scrolls away', async t => {
-      let last = emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: 'line 0' })
-      for (let i = 1; i <= 60; i++) last = emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: `line ${i}` })
+      let last = await emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: 'line 0' })
+      for (let i = 1; i <= 60; i++) last = await emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: `line ${i}` })
       await page.locator(`#log .row:first-child[data-id="${last.id}"]`).waitFor()
 
       // Scroll down and note where a row sits in the viewport.
@@ -285,7 +306,7 @@ if (requireChromium(t)) {
       })
       await page.evaluate(() => new Promise(resolve => requestAnimationFrame(resolve)))
       let newest = last
-      for (let i = 0; i < 5; i++) newest = emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: `while away ${i}` })
+      for (let i = 0; i < 5; i++) newest = await emit('command:progress', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'scroll', message: `while away ${i}` })
       await page.locator(`#log .row:first-child[data-id="${newest.id}"]`).waitFor()
       t.equal(await waitForText(page, '#log-jump', /new events/), '↑ 5 new events')
       const offset = await page.$eval('#log', (list, id) => {
@@ -323,7 +344,7 @@ if (requireChromium(t)) {
         type: 'command:progress',
         payload: { story_key: '2a-3-proration-rules', command: 'dev-story', task_id: 'burst', message: `burst line ${i + 1}` }
       }))
-      const burst = [lines.slice(0, 1000), lines.slice(1000, 2000), lines.slice(2000)].flatMap(chunk => server.app.events.emitMany(chunk))
+      const burst = (await Promise.all([lines.slice(0, 1000), lines.slice(1000, 2000), lines.slice(2000)].map(chunk => server.app.events.emitMany(chunk)))).flat()
       const newest = burst[burst.length - 1]!
       await page.locator(`#log .row:first-child[data-id="${newest.id}"]`).waitFor()
       t.equal(await page.locator('#log .row').count(), 2000, 'at most 2,000 rows are kept')
@@ -339,19 +360,43 @@ if (requireChromium(t)) {
       await page.locator('#connection:not([data-state="connected"])').waitFor()
       // Same port, new database: the page's `since` is ahead of everything the server has, so it gets `reset`.
       server = await listen(suite, { artifactsDir, dbPath: path.join(await tempDir(suite), 'fresh.db'), port })
-      const first = emit('command:start', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'after-reset' })
+      const first = await emit('command:start', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'after-reset' })
       await page.locator('#connection[data-state="connected"]').waitFor({ timeout: 15_000 })
       await page.waitForFunction(id => {
         const rows = document.querySelectorAll('#log .row')
         return rows.length === 1 && (rows[0] as HTMLElement).dataset.id === String(id)
       }, first.id)
       t.pass('the old log is gone and the new event is shown')
-      const next = emit('command:end', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'after-reset', status: 'success' })
+      const next = await emit('command:end', { story_key: '1-3-payment-retries', command: 'dev-story', task_id: 'after-reset', status: 'success' })
       await page.locator(row(next.id)).waitFor()
       t.same(await rowTypesOfTask(page, 'after-reset'), ['command:end', 'command:start'], 'live events apply after the reset')
     })
 
     t.same(problems, [], 'no page errors and no CSP violations')
+  })
+
+  t.test('the board says when there is no sprint file, and why a refused one is not drawn', async t => {
+    const artifactsDir = await tempDir(t)
+    const server = await listen(t, { artifactsDir, dbPath: ':memory:' })
+    const browser = await launchChromium(t as TestContext)
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } })
+    page.setDefaultTimeout(10_000)
+    const problems = watchPageProblems(page)
+
+    await page.goto(`${server.url}/`)
+    t.equal(await waitForText(page, '#board-empty', /No sprint/), 'No sprint-status.yaml in the artifacts directory yet.')
+
+    // A merge gone wrong: the same key twice. A line-by-line reader would draw two cards from it.
+    await writeFile(path.join(artifactsDir, 'sprint-status.yaml'),
+      'project: broken-merge\ndevelopment_status:\n  1-1-account-signup: done\n  1-1-account-signup: backlog\n')
+    const refused = await server.app.inject({ method: 'GET', url: '/api/sprint-status' })
+    t.equal(refused.statusCode, 500, 'the server refuses the file')
+    await page.reload()
+    t.match(await waitForText(page, '#board-empty', /Could not load/), /Could not load the sprint status: .*duplicated mapping key/,
+      'the page says why, in the server\'s words')
+    t.equal(await page.locator('.story').count(), 0, 'no card drawn from the refused file')
+    t.equal(await page.textContent('#project-name'), '', 'nothing taken from the refused file')
+    t.same(problems, [])
   })
 
   t.test('works when mounted under a prefix', async t => {
@@ -365,7 +410,7 @@ if (requireChromium(t)) {
     await page.goto(`${server.url}/`)
     await page.locator('#connection[data-state="connected"]').waitFor()
     await page.locator('.story[data-key="2a-1-usage-metering"]').waitFor()
-    const event = server.app.events.emit('story:status', { story_key: '2a-1-usage-metering', old_status: 'in-progress', new_status: 'done' })
+    const event = await server.app.events.emit('story:status', { story_key: '2a-1-usage-metering', old_status: 'in-progress', new_status: 'done' })
     await page.locator(row(event.id)).waitFor()
     t.equal(await waitForText(page, '.story[data-key="2a-1-usage-metering"] .badge', /done/), 'done')
     t.same(problems, [])

@@ -23,7 +23,7 @@ t.test('alone on a bare Fastify: decorates events, validates, stores, notifies',
   t.equal(app.events.lastEventId, 0)
   const seen: Envelope[] = []
   const unsubscribe = app.events.onEvent(e => seen.push(e))
-  const envelope = app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
+  const envelope = await app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
   t.same(Object.keys(envelope).sort(), ['id', 'payload', 'timestamp', 'type'])
   t.equal(envelope.id, 1)
   t.ok(Math.abs(envelope.timestamp - Date.now()) < 5000, 'timestamp is ms since the epoch')
@@ -36,48 +36,43 @@ t.test('alone on a bare Fastify: decorates events, validates, stores, notifies',
 
 t.test('emit rejects an invalid event with code, status and every field path', async t => {
   const { app } = await listen(t)
-  const error = (() => {
-    try {
-      app.events.emit('batch:start', { batch_id: 'x', max_cycles: 0, extra_field: 1 } as never)
-    } catch (err) {
-      return err as Error & { code: string, statusCode: number, details: Array<{ path: string }> }
-    }
-    throw new Error('emit did not throw')
-  })()
+  const error = await app.events.emit('batch:start', { batch_id: 'x', max_cycles: 0, extra_field: 1 } as never).then(
+    () => { throw new Error('emit did not reject') },
+    (err: unknown) => err as Error & { code: string, statusCode: number, details: Array<{ path: string }> })
   t.equal(error.code, 'SPRINT_INVALID_EVENT')
   t.equal(error.statusCode, 400)
   t.match(error.message, /batch:start/)
   // An undeclared field is no error (payloads are open); the bad declared ones are all named.
   t.same(error.details.map(d => d.path).sort(), ['/payload/batch_id', '/payload/max_cycles'])
-  t.throws(() => app.events.emit('nope' as never, {} as never), { code: 'SPRINT_INVALID_EVENT', message: /Unknown event type "nope"/ })
+  await t.rejects(app.events.emit('nope' as never, {} as never), { code: 'SPRINT_INVALID_EVENT', message: /Unknown event type "nope"/ })
   t.equal(app.events.lastEventId, 0, 'nothing was stored')
 })
 
 t.test('emitMany is all or nothing and names the index', async t => {
   const { app, wsUrl } = await listen(t)
   const { client } = await connect(t, wsUrl)
-  t.throws(() => app.events.emitMany([
+  await t.rejects(app.events.emitMany([
     { type: 'error', payload: { type: 'a', message: 'b' } },
     { type: 'batch:end', payload: { batch_id: 1, cycles_completed: 0, status: 'bogus' } }
   ]), { code: 'SPRINT_INVALID_EVENT', message: /\/1\/payload\/status/ })
   t.equal(app.events.lastEventId, 0)
-  const stored = app.events.emitMany([
+  const stored = await app.events.emitMany([
     { type: 'error', payload: { type: 'a', message: 'b' } },
     { type: 'error', payload: { type: 'c', message: 'd' } }
   ])
   t.same(stored.map(e => e.id), [1, 2])
   const received = await client.take(2)
   t.same(received.map(m => m.id), [1, 2], 'only the accepted batch was broadcast')
-  t.throws(() => app.events.emitMany(Array.from({ length: 1001 }, () => ({ type: 'error', payload: {} }))), { code: 'SPRINT_TOO_MANY_EVENTS' })
+  await t.rejects(app.events.emitMany(Array.from({ length: 1001 }, () => ({ type: 'error', payload: {} }))), { code: 'SPRINT_TOO_MANY_EVENTS' })
 })
 
 t.test('a producer timestamp becomes the envelope\'s, in emit and emitMany; ids stay the server\'s', async t => {
   const { app, wsUrl } = await listen(t)
   const { client } = await connect(t, wsUrl)
   const happened = Date.now() - 3_600_000
-  const one = app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: happened })
+  const one = await app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: happened })
   t.equal(one.timestamp, happened)
-  const many = app.events.emitMany([
+  const many = await app.events.emitMany([
     { type: 'error', payload: { type: 'c', message: 'd' }, timestamp: happened + 1 },
     { type: 'error', payload: { type: 'e', message: 'f' } }
   ])
@@ -87,18 +82,38 @@ t.test('a producer timestamp becomes the envelope\'s, in emit and emitMany; ids 
   t.same((await client.take(3)).map(m => m.timestamp), [happened, happened + 1, many[1]!.timestamp], 'broadcast as stored')
   t.same(app.sprintStore.getRecentEvents(3).map(e => e.timestamp), [happened, happened + 1, many[1]!.timestamp], 'stored')
 
-  t.throws(() => app.events.emitMany([
+  await t.rejects(app.events.emitMany([
     { type: 'error', payload: { type: 'a', message: 'b' } },
     { type: 'error', payload: { type: 'a', message: 'b' }, timestamp: Date.now() + 120_000 }
   ]), { code: 'SPRINT_INVALID_EVENT', details: [{ path: '/1/timestamp' }] })
-  t.throws(() => app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: -5 }), { code: 'SPRINT_INVALID_EVENT', details: [{ path: '/timestamp' }] })
+  await t.rejects(app.events.emit('error', { type: 'a', message: 'b' }, { timestamp: -5 }), { code: 'SPRINT_INVALID_EVENT', details: [{ path: '/timestamp' }] })
   t.equal(app.events.lastEventId, 3, 'nothing stored for a refused timestamp')
 })
 
 t.test('broadcast with no clients is a no-op', async t => {
   const { app } = await listen(t)
-  t.doesNotThrow(() => app.events.broadcast({ id: 99, type: 'error', payload: { type: 'x', message: 'y' }, timestamp: 1 }))
+  t.doesNotThrow(() => app.events.broadcast({ type: 'status', payload: { broker: 'down' } }))
   t.equal(app.events.clientCount, 0)
+})
+
+t.test('broadcast sends a notice without an id, after the turn\'s events, and can never move a resume point', async t => {
+  const { app, wsUrl } = await listen(t)
+  const plain = await connect(t, wsUrl)
+  const batched = await connect(t, `${wsUrl}?batch=1`)
+  const first = app.events.emit('error', { type: 'x', message: 'before' })
+  app.events.broadcast({ type: 'status', payload: { broker: 'down' } })
+  t.equal((await first).id, 1)
+  for (const { client } of [plain, batched]) {
+    const [event, notice] = await client.take(2)
+    t.equal(event.id, 1, 'the stored event comes first')
+    t.same(notice, { type: 'status', payload: { broker: 'down' } }, 'the notice has no id and is not an envelope')
+  }
+  // An envelope-shaped object is refused: a notice must not carry an id a page could adopt.
+  t.throws(() => app.events.broadcast({ id: 99, type: 'error', payload: {}, timestamp: 1 } as never), { code: 'SPRINT_INVALID_NOTICE' })
+  t.equal(app.events.lastEventId, 1, 'nothing was stored')
+  const resumed = await connect(t, `${wsUrl}?since=1`)
+  t.equal(resumed.init.payload.resumed, true)
+  t.same(resumed.init.payload.events, [], 'a notice is never replayed')
 })
 
 t.test('one client receives emitted events as envelopes', async t => {
@@ -106,7 +121,7 @@ t.test('one client receives emitted events as envelopes', async t => {
   const { client, init } = await connect(t, wsUrl)
   t.same(init, { type: 'init', payload: { batch: null, events: [], resumed: false, reset: false } })
   t.equal(app.events.clientCount, 1)
-  const sent = app.events.emit('command:start', validPayloads['command:start'])
+  const sent = await app.events.emit('command:start', validPayloads['command:start'])
   t.same(await client.next(), sent)
 })
 
@@ -115,7 +130,7 @@ t.test('many clients all receive every event in the same order', async t => {
   const clients = await Promise.all(Array.from({ length: 20 }, () => connect(t, wsUrl)))
   const ids: number[] = []
   for (let i = 0; i < 100; i++) {
-    ids.push(app.events.emit('command:progress', { ...validPayloads['command:progress'], message: `step ${i}` }).id)
+    ids.push((await app.events.emit('command:progress', { ...validPayloads['command:progress'], message: `step ${i}` })).id)
   }
   for (const { client } of clients) {
     const got = await client.take(100)
@@ -275,7 +290,7 @@ t.test('a throwing onEvent listener stops neither the emitter nor the broadcast'
   app.events.onEvent(() => { throw new Error('listener bug') })
   const later: number[] = []
   app.events.onEvent(e => later.push(e.id))
-  const sent = app.events.emit('error', { type: 'x', message: 'y' })
+  const sent = await app.events.emit('error', { type: 'x', message: 'y' })
   t.same(later, [sent.id])
   t.equal((await client.next()).id, sent.id)
 })
@@ -295,7 +310,7 @@ t.test('app.close() closes every client with 1001 and releases everything', asyn
 t.test('events of one turn are committed together, before clients see them, and survive close', async t => {
   const { app, wsUrl, dbPath } = await listen(t)
   const { client } = await connect(t, wsUrl)
-  const first = app.events.emit('error', { type: 'x', message: 'one' })
+  const first = await app.events.emit('error', { type: 'x', message: 'one' })
   app.events.emit('error', { type: 'x', message: 'two' })
   t.equal(app.sprintStore.db.inTransaction, true, 'still open within the turn')
   t.equal(client.pending, 0)
@@ -352,7 +367,7 @@ t.test('events beyond retainEvents are pruned in the background; resuming from a
   const retained = await connect(t, `${wsUrl}?since=45`)
   t.equal(retained.init.payload.resumed, true)
   t.same(retained.init.payload.events.map((e: Envelope) => e.id), [46, 47, 48, 49, 50])
-  t.equal(app.events.emit('error', { type: 'x', message: 'next' }).id, 51)
+  t.equal((await app.events.emit('error', { type: 'x', message: 'next' })).id, 51)
 })
 
 t.test('every fresh init shows the stored events as they are now, after emit and emitMany', async t => {
@@ -417,4 +432,32 @@ t.test('a socket already closing when it reaches connect gets no init and is not
   const [code] = await once(client.socket, 'close')
   t.equal(code, 1000)
   t.equal(client.pending, 0, 'nothing was sent after the close frame')
+})
+
+t.test('a commit the disk refuses is no acknowledgement: the caller gets 503 SPRINT_STORAGE_UNAVAILABLE and no client sees the event', async t => {
+  const { app, wsUrl, url } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  const seen: number[] = []
+  app.events.onEvent(envelope => seen.push(envelope.id))
+  const kept = await app.events.emit('error', { type: 'x', message: 'kept' })
+  // SQLite's own limit on the file's size: the next pages cannot be written, as on a full disk (SQLITE_FULL).
+  const pages = app.sprintStore.db.pragma('page_count', { simple: true }) as number
+  app.sprintStore.db.pragma(`max_page_count = ${pages}`)
+  const big = 'x'.repeat(60_000)
+  await t.rejects(app.events.emit('error', { type: 'x', message: big }), { code: 'SPRINT_STORAGE_UNAVAILABLE', statusCode: 503 })
+  await t.rejects(app.events.emitMany([{ type: 'error', payload: { type: 'x', message: big } }]), { code: 'SPRINT_STORAGE_UNAVAILABLE' })
+  const response = await fetch(`${url}/api/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'error', payload: { type: 'x', message: big } })
+  })
+  t.equal(response.status, 503, 'HTTP callers get 503, never 201')
+  t.match(await response.json(), { code: 'SPRINT_STORAGE_UNAVAILABLE' })
+  t.same(seen, [kept.id], 'listeners only saw the stored event')
+  // Room again: the service carries on, and the client's next event is the next stored one.
+  app.sprintStore.db.pragma('max_page_count = 1073741823')
+  const next = await app.events.emit('error', { type: 'x', message: 'after' })
+  const received = [await client.next(), await client.next()]
+  t.same(received.map(e => e.payload.message), ['kept', 'after'], 'no refused event ever reached the client')
+  t.ok(next.id > kept.id)
 })

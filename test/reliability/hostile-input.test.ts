@@ -407,7 +407,7 @@ t.test('in-process emit refuses what JSON cannot carry, without throwing anythin
   ]
   const before = storedState()
   for (const [name, context, message] of contexts) {
-    t.throws(() => app.events.emit('error', { type: 'x', message: 'y', context: context as Record<string, unknown> }),
+    await t.rejects(app.events.emit('error', { type: 'x', message: 'y', context: context as Record<string, unknown> }),
       { code: 'SPRINT_INVALID_EVENT', statusCode: 400, message }, name)
   }
   t.same(storedState(), before, 'nothing stored')

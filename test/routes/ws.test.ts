@@ -26,7 +26,7 @@ t.test('bad client frames get a bad_request reply and the connection stays up', 
     t.equal(reply.payload.type, 'bad_request')
     t.match(reply.payload.message, message)
   }
-  const sent = app.events.emit('error', { type: 'still', message: 'up' })
+  const sent = await app.events.emit('error', { type: 'still', message: 'up' })
   t.equal((await client.next()).id, sent.id, 'still receiving events')
 })
 

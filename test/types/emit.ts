@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import type {} from '../../src/plugins/events.ts'
 import { createEventClient } from '../../src/emitter/client.ts'
 
-export function inProcess (app: FastifyInstance): unknown[] {
+export async function inProcess (app: FastifyInstance): Promise<unknown[]> {
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 2 })
   app.events.emit('batch:start', { batch_id: 1, max_cycles: 'all' })
   app.events.emit('story:status', { story_key: '1-1', old_status: null, new_status: 'done' })
@@ -41,7 +41,7 @@ export function inProcess (app: FastifyInstance): unknown[] {
   // @ts-expect-error old_status is a string or null, not undefined
   app.events.emit('story:status', { story_key: '1-1', new_status: 'done' })
 
-  const envelope = app.events.emit('story:status', { story_key: '1-1', old_status: 'backlog', new_status: 'done' })
+  const envelope = await app.events.emit('story:status', { story_key: '1-1', old_status: 'backlog', new_status: 'done' })
   const oldStatus: string | null = envelope.payload.old_status
   // @ts-expect-error the envelope's payload type follows its event type
   const wrong: number = envelope.payload.new_status
