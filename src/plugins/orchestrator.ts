@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { existsSync } from 'node:fs'
 import type { Batch, BatchSize, EventPayload, EventTypeName } from '../events/schemas.ts'
-import { isEventType } from '../events/validate.ts'
+import { isEventType, validateEventInput } from '../events/validate.ts'
 import { RequestLimits } from '../events/protocol.ts'
 import {
   OrchestratorNotConfiguredError,
@@ -28,6 +28,20 @@ const MAX_EVENT_LINE_BYTES = RequestLimits.ingestBodyBytes
 const CLOSE_GRACE_MS = 8000
 /** After SIGKILL, how long close waits for the exit to be reported. */
 const KILL_WAIT_MS = 1000
+
+/** A stdout line that is `{ "type", "payload" }` (and maybe `timestamp`) of a known event type, else null. */
+function parseEventLine (text: string): { type: EventTypeName, payload: unknown, timestamp?: number } | null {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return null
+  }
+  if (typeof value !== 'object' || value === null || !('payload' in value)) return null
+  const { type, payload, timestamp } = value as { type?: unknown, payload: unknown, timestamp?: unknown }
+  if (!isEventType(type)) return null
+  return typeof timestamp === 'number' ? { type, payload, timestamp } : { type, payload }
+}
 
 /** What the last orchestrator the service ran ended with. */
 export interface LastExit {
@@ -119,25 +133,16 @@ export function createOrchestratorSupervisor (deps: SupervisorDependencies) {
 
   /** An orchestrator may report by printing NDJSON events instead of posting them; anything else is output. */
   function onStdoutLine (text: string, pid: number): void {
-    if (text.startsWith('{')) {
-      let value: unknown
-      try {
-        value = JSON.parse(text)
-      } catch {
-        value = undefined
+    const input = text.startsWith('{') ? parseEventLine(text) : null
+    if (input !== null) {
+      // Checked here, synchronously, so that an invalid event stays in the output where it was printed.
+      const details = validateEventInput(input)
+      if (details.length === 0) {
+        events.emit(input.type, input.payload as never, input.timestamp === undefined ? {} : { timestamp: input.timestamp })
+          .catch(err => log.error({ err, pid }, 'could not store an event the orchestrator printed'))
+        return
       }
-      if (typeof value === 'object' && value !== null && isEventType((value as { type?: unknown }).type) && 'payload' in value) {
-        const { type, payload } = value as { type: EventTypeName, payload: unknown }
-        try {
-          // emitMany validates like POST /api/events and reports bad fields with their paths.
-          Promise.resolve(events.emitMany([{ type, payload }])).catch(err => {
-            log.warn({ err, pid, line: text.slice(0, 500) }, 'orchestrator printed an invalid event')
-          })
-          return
-        } catch (err) {
-          log.warn({ err, pid, line: text.slice(0, 500) }, 'orchestrator printed an invalid event')
-        }
-      }
+      log.warn({ pid, type: input.type, details }, 'orchestrator printed an invalid event')
     }
     addOutput('stdout', text, pid)
   }
