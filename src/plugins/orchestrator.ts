@@ -277,17 +277,17 @@ export function createOrchestratorSupervisor (deps: SupervisorDependencies) {
           // To the orchestrator alone: a signal to the group would interrupt the agent command it is
           // to finish. Escalation (below) goes to the group.
           child.signal(signal, 'leader')
-          log.info({ pid: child.pid, signal, remoteAddress: requester.remoteAddress }, 'orchestrator stop requested')
+          log.info({ pid: child.pid, argv: current.argv, signal, remoteAddress: requester.remoteAddress }, 'orchestrator stop requested')
           await emit('orchestrator:stopping', { pid: child.pid, signal })
           return { status: 'stopping' }
         }
         if (!current.killing) {
           escalate(current, child)
-          log.warn({ pid: child.pid, killAfterMs: config!.killAfterMs, remoteAddress: requester.remoteAddress }, 'orchestrator force stop: SIGTERM to its process group')
+          log.warn({ pid: child.pid, argv: current.argv, killAfterMs: config!.killAfterMs, remoteAddress: requester.remoteAddress }, 'orchestrator force stop: SIGTERM to its process group')
           await emit('orchestrator:stopping', { pid: child.pid, signal: 'SIGTERM' })
           return { status: 'killing' }
         }
-        log.warn({ pid: child.pid, remoteAddress: requester.remoteAddress }, 'orchestrator force stop again: SIGKILL to its process group')
+        log.warn({ pid: child.pid, argv: current.argv, remoteAddress: requester.remoteAddress }, 'orchestrator force stop again: SIGKILL to its process group')
         child.signal('SIGKILL', 'group')
         return { status: 'killing' }
       }
