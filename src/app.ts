@@ -12,6 +12,8 @@ import sprintStatusRoute from './routes/sprint-status.ts'
 import ingestRoute from './routes/ingest.ts'
 import batchesRoutes from './routes/batches.ts'
 import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
+import orchestratorPlugin from './plugins/orchestrator.ts'
+import { orchestratorControlRoutes, orchestratorStatusRoute } from './routes/orchestrator.ts'
 import { resolveOptions, type SprintDashboardOptions } from './options.ts'
 import { createLastGoodSprintStatus } from './lib/sprint-status.ts'
 import type { ErrorDetail } from './errors.ts'
@@ -20,7 +22,8 @@ export type { SprintDashboardOptions } from './options.ts'
 
 /**
  * The whole service as one plugin. Decorates the parent with `events` (the
- * broadcaster) and `sprintStore`; puts every route under `options.prefix`.
+ * broadcaster), `sprintStore` and `orchestrator` (the supervisor of the
+ * orchestrator process); puts every route under `options.prefix`.
  *
  * @example
  * import Fastify from 'fastify'
@@ -34,6 +37,9 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
   const { prefix, ...options } = resolveOptions(rawOptions)
   await fastify.register(storePlugin, options)
   await fastify.register(eventsPlugin, options)
+  // After the events and store plugins, so that its onClose (which stops the orchestrator and records
+  // the exit) runs before theirs: onClose hooks run in reverse order of registration.
+  await fastify.register(orchestratorPlugin, { orchestrator: options.orchestrator, ingestToken: options.ingestToken })
   // What the route and the watcher both read: the last version of sprint-status.yaml that parsed.
   const lastGoodSprintStatus = createLastGoodSprintStatus()
 
@@ -63,7 +69,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(healthRoute)
       await readOnly.register(storyDescriptionsRoute, options)
       await readOnly.register(dashboardFiles, options)
-      // integration: read-only routes of the orchestrator integration go here
+      await readOnly.register(orchestratorStatusRoute)
       await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
       await readOnly.register(batchesRoutes)
     })
@@ -71,6 +77,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
     await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
+    await routes.register(orchestratorControlRoutes, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, routePrefix: prefix })
     if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
   }, { prefix })
 }

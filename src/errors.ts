@@ -55,20 +55,40 @@ export function withDetails<E extends Error> (error: E, details: ErrorDetail[]):
 
 // Orchestrator integration (ingest route and sprint-status file).
 
-export const IngestUnauthorizedError = createError(
-  'SPRINT_INGEST_UNAUTHORIZED', 'POST /api/events needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
+/** Raised by the write guard (src/lib/write-guard.ts) for every write route; the argument names the route. */
+export const IngestUnauthorizedError = createError<[string]>(
+  'SPRINT_INGEST_UNAUTHORIZED', '%s needs the header "Authorization: Bearer <token>" with the configured ingest token', 401)
 
 export const InvalidJsonError = createError<[string]>(
   'SPRINT_INVALID_JSON', 'Body is not valid JSON: %s', 400)
 
 export const IngestNotLoopbackError = createError<[string]>(
-  'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events are accepted only from this machine (loopback); %s is not a loopback address', 403)
+  'SPRINT_INGEST_NOT_LOOPBACK', 'Without an ingest token, events and orchestrator commands are accepted only from this machine (loopback); %s is not a loopback address', 403)
 
 export const SprintStatusNotFoundError = createError<[string]>(
   'SPRINT_STATUS_NOT_FOUND', 'sprint-status.yaml was not found in the artifacts directory (%s)', 404)
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// Orchestrator supervision (src/plugins/orchestrator.ts, src/routes/orchestrator.ts).
+
+export const OrchestratorRunningError = createError<[string]>(
+  'SPRINT_ORCHESTRATOR_RUNNING', '%s', 409)
+
+export const OrchestratorNotConfiguredError = createError(
+  'SPRINT_ORCHESTRATOR_NOT_CONFIGURED',
+  'No orchestrator is configured: set the plugin option "orchestrator" (standalone: SPRINT_ORCHESTRATOR_CMD, a JSON array of argv strings)', 501)
+
+export const OrchestratorSpawnFailedError = createError<[string, string]>(
+  'SPRINT_ORCHESTRATOR_SPAWN_FAILED', 'Could not start the orchestrator %s: %s', 500)
+
+export const OrchestratorNotRunningError = createError(
+  'SPRINT_ORCHESTRATOR_NOT_RUNNING', 'Nothing to stop: no orchestrator is running and no batch is left running', 409)
+
+/** A start request whose batch size is not an integer 1..1000 or "all"; `details` has the field path. */
+export const InvalidBatchSizeError = createError<[string]>(
+  'SPRINT_INVALID_BATCH_SIZE', '%s', 400)
 
 // import-upstream (src/emitter/import-upstream.ts).
 

@@ -1,6 +1,7 @@
 /** The public API of sprint-dashboard. */
 export { default, sprintDashboard } from './app.ts'
-export type { SprintDashboardOptions } from './options.ts'
+export type { SprintDashboardOptions, OrchestratorOptions } from './options.ts'
+export type { OrchestratorSupervisor, OrchestratorStatus, LastExit } from './plugins/orchestrator.ts'
 export * from './events/schemas.ts'
 export { validateEvent } from './events/validate.ts'
 export type { SprintEvents, EventListener } from './plugins/events.ts'

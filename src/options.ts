@@ -1,6 +1,33 @@
 import { fileURLToPath } from 'node:url'
+import { constants as osConstants } from 'node:os'
 import path from 'node:path'
 import { InvalidOptionError } from './errors.ts'
+
+/** How the service runs the orchestrator behind the dashboard's Start and Stop (see docs/orchestrator-control.md). */
+export interface OrchestratorOptions {
+  /**
+   * The program and its arguments, run without a shell. `{batch_size}` in any argument becomes the
+   * requested size (`2` or `all`), e.g. `['python3', 'orchestrator.py', '{batch_size}']`.
+   */
+  command: string[]
+  /** Working directory of the orchestrator. Default the service's own. */
+  cwd?: string
+  /** Variables added to the environment the orchestrator inherits from the service. */
+  env?: Record<string, string>
+  /** Sent to the orchestrator by Stop: finish the current command, end the batch, exit 0. Default `SIGINT`. */
+  stopSignal?: NodeJS.Signals
+  /** After a forced stop (a second Stop), how long SIGTERM gets before SIGKILL goes to the process group. Default 10 s. */
+  killAfterMs?: number
+}
+
+/** `orchestrator` after defaults. */
+export interface ResolvedOrchestratorOptions {
+  command: string[]
+  cwd: string | undefined
+  env: Record<string, string>
+  stopSignal: NodeJS.Signals
+  killAfterMs: number
+}
 
 /** Options of the `sprintDashboard` plugin. Every one is optional; defaults are in `resolveOptions`. */
 export interface SprintDashboardOptions {
@@ -36,12 +63,15 @@ export interface SprintDashboardOptions {
   ingestToken?: string
   /** Watch `sprint-status.yaml` and emit `story:status` for each change. Default false (the standalone server turns it on). */
   watchSprintStatus?: boolean
+  /** The orchestrator the dashboard starts and stops. Without it the orchestrator routes answer 501. */
+  orchestrator?: OrchestratorOptions
 }
 
 /** Options after defaults: what the plugins read. */
-export type ResolvedOptions = Required<Omit<SprintDashboardOptions, 'ingestToken' | 'prefix'>> & {
+export type ResolvedOptions = Required<Omit<SprintDashboardOptions, 'ingestToken' | 'prefix' | 'orchestrator'>> & {
   prefix: string
   ingestToken: string | undefined
+  orchestrator: ResolvedOrchestratorOptions | null
 }
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -58,6 +88,36 @@ function positiveInteger (name: string, value: number | undefined, fallback: num
     throw new InvalidOptionError(name, `expected a positive integer, got ${String(value)}`)
   }
   return value
+}
+
+function isStringRecord (value: unknown): value is Record<string, string> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) &&
+    Object.values(value).every(item => typeof item === 'string')
+}
+
+function resolveOrchestrator (options: OrchestratorOptions | undefined): ResolvedOrchestratorOptions | null {
+  if (options === undefined) return null
+  const { command, cwd, env, stopSignal } = options
+  // spawn() refuses a NUL inside an argument only when called; refusing it here names the option instead.
+  if (!Array.isArray(command) || command.length === 0 || !command.every(arg => typeof arg === 'string' && !arg.includes('\0')) || command[0] === '') {
+    throw new InvalidOptionError('orchestrator.command', `expected a non-empty array of argv strings (program first), got ${JSON.stringify(command)}`)
+  }
+  if (cwd !== undefined && (typeof cwd !== 'string' || cwd === '')) {
+    throw new InvalidOptionError('orchestrator.cwd', 'expected a directory path')
+  }
+  if (env !== undefined && !isStringRecord(env)) {
+    throw new InvalidOptionError('orchestrator.env', 'expected an object of string values')
+  }
+  if (stopSignal !== undefined && !Object.hasOwn(osConstants.signals, stopSignal)) {
+    throw new InvalidOptionError('orchestrator.stopSignal', `expected a signal name such as "SIGINT", got ${JSON.stringify(stopSignal)}`)
+  }
+  return {
+    command: [...command],
+    cwd: cwd === undefined ? undefined : path.resolve(cwd),
+    env: { ...env },
+    stopSignal: stopSignal ?? 'SIGINT',
+    killAfterMs: positiveInteger('orchestrator.killAfterMs', options.killAfterMs, 10_000)
+  }
 }
 
 /**
@@ -92,6 +152,7 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
     maxConnections: positiveInteger('maxConnections', options.maxConnections, 10_000),
     allowedOrigins,
     ingestToken: options.ingestToken,
-    watchSprintStatus: options.watchSprintStatus ?? false
+    watchSprintStatus: options.watchSprintStatus ?? false,
+    orchestrator: resolveOrchestrator(options.orchestrator)
   }
 }

@@ -21,6 +21,27 @@ function integerFromEnv (name: string, fallback: number | undefined): number | u
   return value
 }
 
+/** SPRINT_ORCHESTRATOR_CMD: a JSON array of argv strings, e.g. ["python3","orchestrator.py","{batch_size}"]. */
+function orchestratorFromEnv (): SprintDashboardOptions['orchestrator'] {
+  const raw = process.env.SPRINT_ORCHESTRATOR_CMD
+  if (raw === undefined || raw.trim() === '') return undefined
+  let command: unknown
+  try {
+    command = JSON.parse(raw)
+  } catch {
+    command = undefined
+  }
+  if (!Array.isArray(command) || command.length === 0 || !command.every(arg => typeof arg === 'string')) {
+    console.error(`sprint-dashboard: SPRINT_ORCHESTRATOR_CMD must be a JSON array of argv strings, e.g. ["python3","orchestrator.py","{batch_size}"]; got ${JSON.stringify(raw)}`)
+    process.exit(1)
+  }
+  return {
+    command,
+    cwd: process.env.SPRINT_ORCHESTRATOR_CWD || undefined,
+    killAfterMs: integerFromEnv('SPRINT_ORCHESTRATOR_KILL_AFTER_MS', undefined)
+  }
+}
+
 const loopback = new Set(['127.0.0.1', 'localhost', '::1'])
 const host = process.env.HOST ?? '127.0.0.1'
 const port = integerFromEnv('PORT', 8080)!
@@ -31,13 +52,16 @@ const options: SprintDashboardOptions = {
   ingestToken: process.env.SPRINT_INGEST_TOKEN || undefined,
   heartbeatIntervalMs: integerFromEnv('SPRINT_HEARTBEAT_INTERVAL_MS', undefined),
   heartbeatTimeoutMs: integerFromEnv('SPRINT_HEARTBEAT_TIMEOUT_MS', undefined),
-  watchSprintStatus: process.env.SPRINT_WATCH !== '0'
+  watchSprintStatus: process.env.SPRINT_WATCH !== '0',
+  orchestrator: orchestratorFromEnv()
 }
 
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
 await app.register(sprintDashboard, options)
 
-closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+// Longer than app.close() takes at most (a running orchestrator gets 8 s, then its group is killed),
+// so the orchestrator, which runs in its own process group, is never left behind by a forced exit.
+closeWithGrace({ delay: 12_000 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
   else app.log.info({ signal }, 'shutting down')
   await app.close()

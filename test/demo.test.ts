@@ -5,14 +5,16 @@ import { createInterface } from 'node:readline'
 import { TestClient } from './helper.ts'
 
 /**
- * `npm run demo` end to end: the real demo process (service, watcher, orchestrator loop, exec bridge,
- * fake agent), watched by a WebSocket client that asserts the complete event sequence.
+ * `npm run demo` end to end: the real demo process (service, watcher, the demo orchestrator started
+ * by the service as its child, exec bridge, fake agent), watched by a WebSocket client that asserts
+ * the complete event sequence.
  */
 // Twelve agent runs, each a process start: more than the default 120 s on a loaded machine.
 t.setTimeout(300_000)
 
 t.test('the demo sprint: complete event sequence, then the process exits by itself', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'demo/run.ts', '--port', '0', '--delay-ms', '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // --once: exit when the batch it starts is over (without it the demo stays up for the Start button).
+  const child = spawn(process.execPath, ['--import', 'tsx', 'demo/run.ts', '--port', '0', '--delay-ms', '1', '--once'], { stdio: ['ignore', 'pipe', 'inherit'] })
   // A guard against a hung demo, not a wait: everything below continues as soon as its event arrives.
   const guard = setTimeout(() => child.kill('SIGKILL'), 280_000)
   t.teardown(() => {
@@ -38,19 +40,21 @@ t.test('the demo sprint: complete event sequence, then the process exits by itse
   const init = await client.next(30_000)
   t.equal(init.type, 'init')
   const received: any[] = [...init.payload.events]
-  while (received.at(-1)?.type !== 'batch:end') received.push(await client.next(60_000))
+  while (received.at(-1)?.type !== 'orchestrator:exit') received.push(await client.next(60_000))
 
   const [code, signal] = await exited
   t.equal(signal, null, 'not killed')
   t.equal(code, 0, 'the demo exits by itself when the batch is done')
-  t.match(output.join('\n'), /batch 1 completed/)
+  t.match(output.join('\n'), /batch 1 completed after 2 cycle/)
 
   t.same(received.map((envelope) => envelope.id), received.map((_envelope, index) => received[0].id + index), 'no gaps, no duplicates')
 
   const describe = (envelope: any): string => {
     const p = envelope.payload
     switch (envelope.type) {
-      case 'batch:start': return `batch:start ${p.batch_id} max ${p.max_cycles}`
+      case 'orchestrator:start': return `orchestrator:start batch size ${p.batch_size}`
+      case 'orchestrator:exit': return `orchestrator:exit code ${p.code} signal ${p.signal}`
+      case 'batch:start': return `batch:start ${p.batch_id} max ${p.max_cycles} ${p.batch_mode}`
       case 'batch:end': return `batch:end ${p.batch_id} cycles ${p.cycles_completed} ${p.status}`
       case 'cycle:start': return `cycle:start ${p.cycle_number} ${p.story_keys.join(',')}`
       case 'cycle:end': return `cycle:end ${p.cycle_number} ${p.completed_stories.join(',')}`
@@ -83,7 +87,8 @@ t.test('the demo sprint: complete event sequence, then the process exits by itse
     `status ${key} review -> done`
   ]
   t.same(received.filter((envelope) => envelope.type !== 'command:progress').map(describe), [
-    'batch:start 1 max 2',
+    'orchestrator:start batch size 2',
+    'batch:start 1 max 2 fixed',
     'cycle:start 1 1-1-user-registration,1-2-login-and-sessions',
     ...story('1-1-user-registration'),
     ...story('1-2-login-and-sessions'),
@@ -92,7 +97,8 @@ t.test('the demo sprint: complete event sequence, then the process exits by itse
     ...story('1-3-password-reset'),
     ...story('2-1-board-view'),
     'cycle:end 2 1-3-password-reset,2-1-board-view',
-    'batch:end 1 cycles 2 completed'
+    'batch:end 1 cycles 2 completed',
+    'orchestrator:exit code 0 signal null'
   ], 'the complete sequence of everything but progress lines')
 
   // Progress lines: only ever inside their own task, and every command shows some.

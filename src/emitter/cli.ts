@@ -197,6 +197,12 @@ export interface ExecOptions {
   /** Minimum spacing of progress events. Default 250 ms. */
   progressIntervalMs?: number
   env?: NodeJS.ProcessEnv
+  /**
+   * Pass SIGINT and SIGTERM received by this process on to the agent. Default true, as `cli.ts exec`
+   * stands in for the agent. An orchestrator that runs the bridge in its own process and takes SIGINT
+   * as "finish the current command, then stop" sets it to false, so the command is not interrupted.
+   */
+  forwardSignals?: boolean
 }
 
 /**
@@ -242,14 +248,19 @@ export async function runExec (options: ExecOptions): Promise<number> {
   const exit = await new Promise<AgentExit>((resolve) => {
     const child = spawn(file!, args, { stdio: ['inherit', 'pipe', 'inherit'], env: options.env ?? process.env })
     const forwardSignal = (signal: NodeJS.Signals): void => { child.kill(signal) }
-    process.on('SIGINT', forwardSignal)
-    process.on('SIGTERM', forwardSignal)
+    const forwarding = options.forwardSignals ?? true
+    if (forwarding) {
+      process.on('SIGINT', forwardSignal)
+      process.on('SIGTERM', forwardSignal)
+    }
     let settled = false
     const settle = (result: AgentExit): void => {
       if (settled) return
       settled = true
-      process.off('SIGINT', forwardSignal)
-      process.off('SIGTERM', forwardSignal)
+      if (forwarding) {
+        process.off('SIGINT', forwardSignal)
+        process.off('SIGTERM', forwardSignal)
+      }
       resolve({ ...result, durationMs: performance.now() - startedAt })
     }
     child.once('error', (error: NodeJS.ErrnoException) => {

@@ -288,6 +288,20 @@ export type CleanupFileError = Static<typeof CleanupFileErrorSchema>
 
 // ---------------------------------------------------------------- the orchestrator process
 
+/** Upper bounds of orchestrator supervision: the batch size a start may ask for, and the output kept. */
+export const OrchestratorLimits = {
+  batchSize: 1000,
+  outputLines: 1000,
+  outputLineBytes: 4 * 1024
+} as const
+
+/** `batch_size` of `POST /api/orchestrator/start`: a number of cycles, or every story that is left. */
+export const BatchSizeSchema = Type.Union([
+  Type.Integer({ minimum: 1, maximum: OrchestratorLimits.batchSize }),
+  Type.Literal('all')
+])
+export type BatchSize = Static<typeof BatchSizeSchema>
+
 /** An orchestrator process started, for `batch_size` cycles or `all`. */
 export const OrchestratorStartSchema = Type.Object({
   pid: SafeInteger(1),

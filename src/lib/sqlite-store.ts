@@ -189,6 +189,8 @@ export function createStore (dbPath: string) {
       "SELECT * FROM batches WHERE status = 'running' ORDER BY started_at DESC, id DESC LIMIT 1"),
     batchById: db.prepare<[number], BatchDbRow>('SELECT * FROM batches WHERE id = ?'),
     listBatches: db.prepare<[number], BatchDbRow>('SELECT * FROM batches ORDER BY started_at DESC, id DESC LIMIT ?'),
+    lastCycleEvent: db.prepare<[number], { type: string, payload: string }>(
+      "SELECT type, payload FROM events WHERE batch_id = ? AND type IN ('cycle:start', 'cycle:end') ORDER BY id DESC LIMIT 1"),
     stopOtherBatches: db.prepare<[number, number]>(
       "UPDATE batches SET status = 'stopped', ended_at = ? WHERE status = 'running' AND id != ?"),
     startBatch: db.prepare<[number, number, number | null, string | null]>(
@@ -336,6 +338,16 @@ export function createStore (dbPath: string) {
 
     listBatches (limit = 50): Batch[] {
       return statements.listBatches.all(limit).map(row => toBatch(row)!)
+    },
+
+    /**
+     * The stories of the batch's cycle in progress: those of its last `cycle:start`, or none when its
+     * last cycle event is a `cycle:end` (between cycles) or it has none yet.
+     */
+    getCurrentCycleStories (batchId: number): string[] {
+      const row = statements.lastCycleEvent.get(batchId)
+      if (row === undefined || row.type !== EventType.CYCLE_START) return []
+      return (JSON.parse(row.payload) as EventPayload<'cycle:start'>).story_keys
     },
 
     /** The last `limit` events, oldest first. */

@@ -1,24 +1,18 @@
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { EnvelopeSchema, EventInputSchema, Limits, type EventInput, type EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
-  IngestNotLoopbackError,
-  IngestUnauthorizedError,
   InvalidEventError,
   InvalidJsonError,
-  OriginNotAllowedError,
   TooManyEventsError,
   withDetails,
   ErrorReplySchema,
   type ErrorDetail
 } from '../errors.ts'
-import { isOriginAllowed } from '../lib/origin.ts'
+import { createWriteGuard, isLoopbackAddress, type WriteGuardOptions } from '../lib/write-guard.ts'
 import { RequestLimits } from '../events/protocol.ts'
 import { readUpstreamImportState } from '../lib/upstream-imports.ts'
-import type { ResolvedOptions } from '../options.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
   description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
@@ -41,21 +35,10 @@ export const UpstreamImportsReplySchema = Type.Object({
 })
 export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
 
-export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
+export type IngestOptions = WriteGuardOptions
 
-/** 127.0.0.0/8 and ::1, also in their IPv4-mapped IPv6 form. */
-export function isLoopbackAddress (address: string | undefined): boolean {
-  if (address === undefined) return false
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
-  return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4)
-}
-
-/** Compares digests, so neither the token's content nor its length leaks through timing. */
-function tokenMatches (header: string | undefined, digest: Buffer): boolean {
-  const match = header === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header)
-  if (match === null) return false
-  return timingSafeEqual(createHash('sha256').update(match[1]!).digest(), digest)
-}
+// Kept importable from here, where it first lived.
+export { isLoopbackAddress }
 
 /**
  * Field paths for a body Fastify's schema check rejected, in the same form `emitMany` reports
@@ -84,31 +67,15 @@ function describeBody (body: unknown): ErrorDetail[] {
  * when it happened; at most 60 s ahead of the server's clock): it becomes the envelope's timestamp.
  * Ids are always the server's.
  *
- * Who may post: with `ingestToken`, anyone presenting it (remote emitters); without, only this machine
- * (loopback peers) and, when a browser sends the request, only pages the WebSocket would also accept,
- * so a web page open in the operator's browser cannot inject events. The route lives outside the
- * permissive CORS scope and answers preflights itself, without `Access-Control-Allow-Origin`.
- *
- * A reverse proxy on the same machine makes every peer loopback: set `ingestToken` behind one.
+ * Who may post: see `createWriteGuard` (the token, else loopback peers and same-site pages). The route
+ * lives outside the permissive CORS scope and answers preflights itself, without `Access-Control-Allow-Origin`.
  *
  * @example
  * curl -X POST http://127.0.0.1:8080/api/events -H 'content-type: application/json' \
  *   -d '{"type":"batch:start","payload":{"batch_id":1,"max_cycles":2}}'
  */
 const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ingestRoute (fastify, options) {
-  const tokenDigest = options.ingestToken === undefined ? null : createHash('sha256').update(options.ingestToken).digest()
-
-  async function authorize (request: FastifyRequest): Promise<void> {
-    if (tokenDigest !== null) {
-      if (!tokenMatches(request.headers.authorization, tokenDigest)) throw new IngestUnauthorizedError()
-      return
-    }
-    const peer = request.raw.socket.remoteAddress
-    if (!isLoopbackAddress(peer)) throw new IngestNotLoopbackError(peer ?? 'unknown')
-    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
-      throw new OriginNotAllowedError(request.headers.origin ?? '')
-    }
-  }
+  const authorize = createWriteGuard(options)
 
   // Fastify's own parser answers every failure with the same "Body is not valid JSON" (even for valid
   // JSON holding "__proto__"); this one says why. Prototype keys are then refused with their path: by
