@@ -10,6 +10,7 @@ import storyDescriptionsRoute from './routes/story-descriptions.ts'
 import healthRoute from './routes/health.ts'
 import sprintStatusRoute from './routes/sprint-status.ts'
 import ingestRoute from './routes/ingest.ts'
+import upstreamImportsRoute from './routes/upstream-imports.ts'
 import batchesRoutes from './routes/batches.ts'
 import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import orchestratorPlugin from './plugins/orchestrator.ts'
@@ -77,6 +78,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
     await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
+    await routes.register(upstreamImportsRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
     await routes.register(orchestratorControlRoutes, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, routePrefix: prefix })
     if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
   }, { prefix })

@@ -1,6 +1,6 @@
 import { TypeBoxValidatorCompiler, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
-import { EnvelopeSchema, EventInputSchema, Limits, type EventInput, type EventTypeName } from '../events/schemas.ts'
+import { EnvelopeSchema, EventInputSchema, type EventInput, type EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
   InvalidEventError,
@@ -10,9 +10,8 @@ import {
   ErrorReplySchema,
   type ErrorDetail
 } from '../errors.ts'
-import { createWriteGuard, isLoopbackAddress, type WriteGuardOptions } from '../lib/write-guard.ts'
+import { createWriteGuard, type WriteGuardOptions } from '../lib/write-guard.ts'
 import { RequestLimits } from '../events/protocol.ts'
-import { readUpstreamImportState } from '../lib/upstream-imports.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
   description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
@@ -24,21 +23,7 @@ export const IngestReplySchema = Type.Object({
 })
 export type IngestReply = Static<typeof IngestReplySchema>
 
-export const UpstreamImportsQuerySchema = Type.Object({
-  db: Type.String({ minLength: 1, maxLength: Limits.key, description: 'Identity of the sprint runner database, as import-upstream computes it' })
-}, { additionalProperties: false })
-
-export const UpstreamImportsReplySchema = Type.Object({
-  imported: Type.Array(Type.String(), { description: 'table/row/type of every event already imported from that database' }),
-  batches: Type.Array(Type.Integer(), { description: 'Every batch id the service has, imported or sent live' }),
-  running: Type.Union([Type.Integer(), Type.Null()], { description: 'The batch the service shows as running' })
-})
-export type UpstreamImportsReply = Static<typeof UpstreamImportsReplySchema>
-
 export type IngestOptions = WriteGuardOptions
-
-// Kept importable from here, where it first lived.
-export { isLoopbackAddress }
 
 /**
  * Field paths for a body Fastify's schema check rejected, in the same form `emitMany` reports
@@ -139,21 +124,6 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
   fastify.options('/api/events', async (_request, reply) => {
     await reply.code(204).header('allow', 'POST, OPTIONS').send()
   })
-
-  // `import-upstream --url` reads here what it already brought, so that a second run imports nothing
-  // twice (see src/lib/upstream-imports.ts). Only an ingest client needs it: same authorization, no CORS.
-  fastify.get('/api/upstream-imports', {
-    onRequest: authorize,
-    schema: {
-      querystring: UpstreamImportsQuerySchema,
-      response: {
-        200: UpstreamImportsReplySchema,
-        400: ErrorReplySchema,
-        401: ErrorReplySchema,
-        403: ErrorReplySchema
-      }
-    }
-  }, async (request) => readUpstreamImportState(fastify.sprintStore.db, request.query.db))
 }
 
 export default ingestRoute
