@@ -51,3 +51,8 @@ export const SprintStatusNotFoundError = createError<[string]>(
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// The standalone server (src/server.ts) and its environment.
+
+export const InvalidEnvironmentError = createError<[string, string, string]>(
+  'SPRINT_INVALID_ENVIRONMENT', 'Environment variable %s must be %s, got %s', 500)
