@@ -3,7 +3,8 @@
  * The only file that reads the environment (`process.env`, or the one `startServer` is given) and calls `listen`.
  *
  * Process managers should start it as `node --import tsx src/server.ts` (or
- * `node_modules/.bin/tsx src/server.ts`): npx does not forward signals to its child.
+ * `node_modules/.bin/tsx src/server.ts`), from the package as `node_modules/.bin/sprint-dashboard serve`:
+ * npx does not forward signals to its child.
  */
 import { createRequire } from 'node:module'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
