@@ -96,7 +96,10 @@ import { createInterface } from 'node:readline'
 const app = Fastify()
 await app.register(sprintDashboard, { prefix: '/sprint', dbPath: process.argv[2] })
 await app.listen({ host: '127.0.0.1', port: 0 })
-console.log(JSON.stringify({ url: 'http://127.0.0.1:' + app.server.address().port + '/sprint' }))
+// The WAL checkpointer's worker (dist/lib/checkpoint-worker.js) raises this pragma once it runs.
+const autocheckpoint = () => app.sprintStore.db.pragma('wal_autocheckpoint', { simple: true })
+for (const deadline = Date.now() + 10000; autocheckpoint() !== 10000 && Date.now() < deadline;) await new Promise(resolve => setTimeout(resolve, 20))
+console.log(JSON.stringify({ url: 'http://127.0.0.1:' + app.server.address().port + '/sprint', autocheckpoint: autocheckpoint() }))
 // One event per stdin line; the stored envelope is printed back. The end of stdin closes the app.
 for await (const line of createInterface({ input: process.stdin })) {
   const { type, payload } = JSON.parse(line)
@@ -167,8 +170,9 @@ t.test('the packed tarball installs into a plain JavaScript host and works there
   const app = spawn(process.execPath, ['host.mjs', path.join(dir, 'host.db')], { cwd: host, env: hostEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
   const appExited = once(app, 'exit')
   t.teardown(() => { app.kill('SIGKILL') })
-  const { url } = await jsonLine(app, value => typeof value.url === 'string')
+  const { url, autocheckpoint } = await jsonLine(app, value => typeof value.url === 'string')
   t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/sprint$/)
+  t.equal(autocheckpoint, 10_000, 'the checkpointer\'s worker runs from the compiled file')
   const { client, init } = await connect(t, url.replace(/^http/, 'ws') + '/ws')
   t.equal(init.type, 'init', 'the page protocol answers under the prefix')
 
