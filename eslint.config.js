@@ -1,5 +1,5 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, ignores: ['node_modules', 'coverage', '.tap', 'bench/results', 'test-artifacts'] })
+  ...neostandard({ ts: true, ignores: ['node_modules', 'dist', 'coverage', '.tap', 'bench/results', 'test-artifacts'] })
 ]

@@ -115,3 +115,8 @@ export const BatchNotFoundError = createError<[number]>(
 /** A query string or path parameter that failed its schema; `details` lists every failing field. */
 export const InvalidRequestError = createError<[string]>(
   'SPRINT_INVALID_REQUEST', '%s', 400)
+
+// The standalone server (src/server.ts) and its environment.
+
+export const InvalidEnvironmentError = createError<[string, string, string]>(
+  'SPRINT_INVALID_ENVIRONMENT', 'Environment variable %s must be %s, got %s', 500)

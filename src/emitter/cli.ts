@@ -1,19 +1,22 @@
+#!/usr/bin/env node
 /**
- * Command-line way in for orchestrators that are not written in TypeScript:
+ * Command-line way in for orchestrators that are not written in TypeScript; the package's `sprint-dashboard`
+ * bin (from a clone: `npx tsx src/emitter/cli.ts`):
  *
- *   tsx src/emitter/cli.ts emit <type> --json '<payload>'          post one event, print its id
- *   tsx src/emitter/cli.ts emit --file events.ndjson                post many (`-` reads stdin)
- *   tsx src/emitter/cli.ts log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
- *   tsx src/emitter/cli.ts exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
- *   tsx src/emitter/cli.ts import-upstream sprint-runner.db [--url URL | --db FILE]  bring the sprint runner's history
+ *   sprint-dashboard emit <type> --json '<payload>'          post one event, print its id
+ *   sprint-dashboard emit --file events.ndjson                post many (`-` reads stdin)
+ *   sprint-dashboard log-csv < task-log.csv                   sprint-log CSV lines → command:start / command:end
+ *   sprint-dashboard exec --story 2a-1 --command dev-story [--task-id implement] -- claude -p ... --output-format stream-json
+ *   sprint-dashboard serve [--host 127.0.0.1] [--port 8080] [--db sprint-runner.db]   run the service itself
+ *   sprint-dashboard import-upstream sprint-runner.db [--url URL | --db FILE]  bring the sprint runner's history
  *
- * Every command takes `--url` (env SPRINT_URL, default http://127.0.0.1:8080) and `--token` (env SPRINT_INGEST_TOKEN).
+ * The emitting commands take `--url` (env SPRINT_URL, default http://127.0.0.1:8080) and `--token` (env SPRINT_INGEST_TOKEN).
+ * Only `serve` loads the server (fastify, SQLite): the others need nothing but the client.
  */
 import { spawn } from 'node:child_process'
 import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import type { Readable, Writable } from 'node:stream'
-import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { BridgeEvent } from './bridge-events.ts'
 import { createProgressCoalescer } from './progress-coalescer.ts'
@@ -21,6 +24,7 @@ import { createAgentStreamTranslator, exitCodeOf, type AgentExit } from './strea
 import { parseTaskLogLine, taskLogEvents } from './task-log.ts'
 import { chunkEvents, createEventClient, createEventSender, EventClientError, type EventClient, type UncheckedEventInput } from './client.ts'
 import { describeImportResult, describeSkippedRow, importUpstream, type ImportTarget } from './import-upstream.ts'
+import { isMainModule } from '../lib/main-module.ts'
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080'
 
@@ -28,20 +32,25 @@ export const DEFAULT_URL = 'http://127.0.0.1:8080'
 const USAGE_EXIT_CODE = 2
 
 const USAGE = `Usage:
-  cli.ts emit <type> --json '<payload>'      post one event and print its id
-  cli.ts emit --file <events.ndjson | ->      post one {"type","payload"} per line, print the ids
-  cli.ts log-csv                              read sprint-log CSV lines on stdin and post them as
-                                              command:start (status start) / command:end (other statuses)
-  cli.ts exec --story <key> --command <name> [--task-id <id>] -- <agent command> [args...]
-                                              run an agent with stream-json output and post its progress
-  cli.ts import-upstream <sprint-runner.db> [--db <service.db>]
-                                              append the sprint runner's batches and events, with their
-                                              original times, to the running service (--url) or to the
-                                              database file of a stopped one (--db); a second run adds nothing
+  sprint-dashboard emit <type> --json '<payload>'    post one event and print its id
+  sprint-dashboard emit --file <events.ndjson | ->    post one {"type","payload"} per line, print the ids
+  sprint-dashboard log-csv                            read sprint-log CSV lines on stdin and post them as
+                                                      command:start (status start) / command:end (other statuses)
+  sprint-dashboard exec --story <key> --command <name> [--task-id <id>] -- <agent command> [args...]
+                                                      run an agent with stream-json output and post its progress
+  sprint-dashboard serve [--host <host>] [--port <port>] [--db <file>]
+                                                      run the service (env HOST, PORT, SPRINT_DB and the other
+                                                      variables of the standalone server; the options win)
+  sprint-dashboard import-upstream <sprint-runner.db> [--db <service.db>]
+                                                      append the sprint runner's batches and events, with their
+                                                      original times, to the running service (--url) or to the
+                                                      database file of a stopped one (--db); a second run adds nothing
 
-Options (every command):
+Options (emit, log-csv, exec):
   --url <url>      service base URL (env SPRINT_URL, default ${DEFAULT_URL})
   --token <token>  ingest token (env SPRINT_INGEST_TOKEN)
+
+From a clone of the repository, run "npx tsx src/emitter/cli.ts" in place of "sprint-dashboard".
 `
 
 /** Where the CLI reads and writes; the process streams by default, replaced in tests and embedders. */
@@ -353,6 +362,32 @@ async function importUpstreamCommand (args: string[], io: CliIo): Promise<number
 }
 
 /**
+ * Runs the standalone server with the CLI's environment, the options overriding their variables. The server
+ * is imported only here, so the emitting commands never load fastify or SQLite. Resolves once it listens;
+ * the process then runs until SIGINT/SIGTERM closes the server.
+ */
+async function serveCommand (args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { host: { type: 'string' }, port: { type: 'string' }, db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }
+  })
+  if (values.help === true) {
+    write(io.stdout, USAGE)
+    return 0
+  }
+  if (positionals.length > 0) throw new UsageError(`serve: unexpected arguments: ${positionals.join(' ')}`)
+  if (values.port !== undefined && !/^\d+$/.test(values.port)) throw new UsageError(`--port: expected a port number, got ${JSON.stringify(values.port)}`)
+  const env: NodeJS.ProcessEnv = { ...io.env }
+  if (values.host !== undefined) env.HOST = values.host
+  if (values.port !== undefined) env.PORT = values.port
+  if (values.db !== undefined) env.SPRINT_DB = values.db
+  const { startServer } = await import('../server.ts')
+  await startServer(env)
+  return 0
+}
+
+/**
  * Runs the CLI with `argv` (without `node` and the script) and resolves with the exit code:
  * 0 done, 1 rejected or unreachable (the service's message on stderr), 2 usage error;
  * `exec` passes the agent's own exit code through.
@@ -372,6 +407,8 @@ export async function runCli (argv: readonly string[], io: CliIo = { stdin: proc
         return await execCommand(args, io)
       case 'import-upstream':
         return await importUpstreamCommand(args, io)
+      case 'serve':
+        return await serveCommand(args, io)
       case undefined:
       case 'help':
       case '--help':
@@ -393,6 +430,6 @@ export async function runCli (argv: readonly string[], io: CliIo = { stdin: proc
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMainModule(import.meta.url)) {
   process.exitCode = await runCli(process.argv.slice(2))
 }

@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads'
-import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from 'better-sqlite3'
+import type { CheckpointWorkerCommand, CheckpointWorkerData } from './checkpoint-worker.ts'
 
 /** How often the worker checkpoints the WAL into the database file. */
 export const CHECKPOINT_INTERVAL_MS = 1000
@@ -20,33 +21,21 @@ const PASSES_PER_ROUND = 5
 /** How long `close` waits for the worker to close its connection before terminating it. */
 const CLOSE_GRACE_MS = 2000
 
-// CommonJS, evaluated in the worker, so that it runs the same under tsx, tap and plain node: the
-// driver's resolved path comes from the main thread.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads')
-const Database = require(workerData.driver)
-const db = new Database(workerData.dbPath, { fileMustExist: true })
-// PASSIVE never waits for a lock, so the writer never waits for it either. SQLite starts the WAL over
-// (instead of growing it) at the first write after every frame was copied; but a pass ends with an
-// fsync, and commits landing meanwhile are left behind. So a round repeats until a pass finds nothing
-// new: that last pass copies nothing, costs microseconds, and leaves the WAL fully copied.
-const checkpoint = () => {
-  let copied = -1
-  for (let pass = 0; pass < workerData.passes; pass++) {
-    const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)')
-    if (log === copied) return
-    copied = checkpointed === log ? log : -1
-  }
+/**
+ * The worker's file next to this one: `.js` in the compiled package, `.ts` when running from source
+ * (tsx, tap). Node 20 does not apply ESM loader hooks such as tsx's to a worker thread (not inherited,
+ * and `--import tsx` in its execArgv is not honoured), so from source the thread loads the file
+ * through tsx's CommonJS require hook instead; the compiled package needs no loader.
+ */
+const fromSource = import.meta.url.endsWith('.ts')
+const workerFile = new URL(`./checkpoint-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url)
+
+function startWorker (workerData: CheckpointWorkerData): Worker {
+  if (!fromSource) return new Worker(workerFile, { workerData })
+  const tsxRequireHook = fileURLToPath(import.meta.resolve('tsx/cjs'))
+  return new Worker(`require(${JSON.stringify(tsxRequireHook)}); require(${JSON.stringify(fileURLToPath(workerFile))})`,
+    { eval: true, workerData })
 }
-const timer = setInterval(checkpoint, workerData.intervalMs)
-parentPort.on('message', (message) => {
-  if (message !== 'close') return
-  clearInterval(timer)
-  db.close()
-  parentPort.close()
-})
-parentPort.postMessage('ready')
-`
 
 /**
  * Moves WAL checkpoints off the event loop. SQLite checkpoints in whichever
@@ -58,8 +47,7 @@ parentPort.postMessage('ready')
  * comes back.
  */
 export function startCheckpointer (db: Database, dbPath: string, log: FastifyBaseLogger, intervalMs = CHECKPOINT_INTERVAL_MS) {
-  const driver = createRequire(import.meta.url).resolve('better-sqlite3')
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver, dbPath, intervalMs, passes: PASSES_PER_ROUND } })
+  const worker = startWorker({ dbPath, intervalMs, passes: PASSES_PER_ROUND })
   // The worker only checkpoints; it must never be what keeps the process alive.
   worker.unref()
   let closing = false
@@ -82,7 +70,7 @@ export function startCheckpointer (db: Database, dbPath: string, log: FastifyBas
     /** Closes the worker's connection and ends the thread; the main connection, closed after it, is then the last one. */
     async close (): Promise<void> {
       closing = true
-      worker.postMessage('close')
+      worker.postMessage('close' satisfies CheckpointWorkerCommand)
       let grace: NodeJS.Timeout | undefined
       await Promise.race([exited, new Promise<void>(resolve => { grace = setTimeout(resolve, CLOSE_GRACE_MS) })])
       clearTimeout(grace)

@@ -286,7 +286,8 @@ export function createStore (dbPath: string) {
     EventType.STORY_STATUS, EventType.COMMAND_START, EventType.COMMAND_END])
 
   return {
-    db,
+    // Written as a type so the emitted .d.ts can name it: better-sqlite3's interface lives in a namespace it does not export.
+    db: db as Database.Database,
 
     /** What opening the file migrated (`applied` is empty when it was current). */
     migration,

@@ -1,6 +1,8 @@
 import t from 'tap'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import path from 'node:path'
-import { startServer } from './server-process.ts'
+import { repoRoot, startServer } from './server-process.ts'
 import { closed, connect, tempDir } from '../helper.ts'
 
 t.test('the standalone server serves /ws, sends init, and stops cleanly on SIGTERM', async t => {
@@ -45,4 +47,38 @@ t.test('binding beyond loopback without a token warns', async t => {
   t.ok(warned(), 'a warning names SPRINT_INGEST_TOKEN')
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
+})
+
+t.test('on a terminal the log lines are for people, not JSON', async t => {
+  // util-linux `script` gives the server a pseudo-terminal as stdout; stdout is a pipe in every other test.
+  if (spawnSync('script', ['--version']).error !== undefined) {
+    t.comment('skipped: needs util-linux script for a pseudo-terminal')
+    return
+  }
+  const dir = await tempDir(t)
+  const command = `${JSON.stringify(process.execPath)} --import tsx src/server.ts`
+  const child = spawn('script', ['-qefc', command, '/dev/null'], {
+    cwd: repoRoot,
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', SPRINT_DB: path.join(dir, 'sprint.db'), SPRINT_ARTIFACTS_DIR: dir },
+    stdio: ['pipe', 'pipe', 'pipe']
+  })
+  const exited = once(child, 'exit')
+  t.teardown(() => { child.kill('SIGKILL') })
+  let output = ''
+  const ready = await new Promise<string>((resolve, reject) => {
+    const guard = setTimeout(() => reject(new Error(`no ready line within 20 s: ${output}`)), 20_000)
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const line = output.split(/\r?\n/).find(line => line.includes('sprint-dashboard ready'))
+      if (line !== undefined) {
+        clearTimeout(guard)
+        resolve(line)
+      }
+    })
+  })
+  t.notMatch(ready, /^\s*\{/, 'not a JSON object')
+  t.match(ready, /INFO.*sprint-dashboard ready: dashboard http:\/\/127\.0\.0\.1:\d+\/ websocket ws:\/\//, 'a level name and the message')
+  // script hands the terminal's end to the server as SIGHUP/SIGTERM; it must go down with it.
+  child.kill('SIGTERM')
+  await exited
 })

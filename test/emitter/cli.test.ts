@@ -2,7 +2,9 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
+import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { runCli, runExec } from '../../src/emitter/cli.ts'
@@ -98,18 +100,56 @@ t.test('usage errors exit with 2', async (t) => {
   t.match(spawned.stderr, 'Usage:')
   const help = await cli(['--help'])
   t.equal(help.code, 0)
-  t.match(help.stdout, 'cli.ts exec --story')
+  t.match(help.stdout, 'sprint-dashboard exec --story')
 
   // The rest in-process: the same runCli the entry point calls, without a process start per case.
   for (const args of [['emit'], ['emit', 'batch:start'], ['emit', 'batch:start', '--jsn', '{}'], ['frobnicate'],
     ['emit', '--file', 'a.ndjson', '--json', '{}'], ['log-csv', 'extra'],
     ['exec', '--story', '1-1', '--command', 'dev-story'], ['exec', '--command', 'dev-story', '--', 'true'],
     ['exec', '--story', '1-1', '--', 'true'], ['exec', '--story', '1-1', '--command', 'x', 'true'],
-    ['emit', 'x', '--json', '{}', '--url', 'not a url']]) {
+    ['emit', 'x', '--json', '{}', '--url', 'not a url'], ['serve', 'extra'], ['serve', '--url', 'http://127.0.0.1:1'], ['serve', '--port', 'eighty']]) {
     const result = await cliInProcess(args)
     t.equal(result.code, 2, `cli.ts ${args.join(' ')}`)
     t.match(result.stderr, 'Usage:')
   }
+})
+
+t.test('serve runs the standalone service, the options over the environment, until SIGTERM', async (t) => {
+  const dir = await tempDir(t)
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/emitter/cli.ts', 'serve', '--host', '127.0.0.1', '--port', '0', '--db', path.join(dir, 'served.db')], {
+    env: { ...process.env, PORT: '1', SPRINT_DB: path.join(dir, 'not-this.db'), SPRINT_ARTIFACTS_DIR: dir, SPRINT_WATCH: '0', LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const exited = once(child, 'exit')
+  t.teardown(() => { child.kill('SIGKILL') })
+  const ready = await new Promise<{ dashboard: string }>((resolve, reject) => {
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    const guard = setTimeout(() => reject(new Error(`not ready within 30 s; stderr: ${stderr}`)), 30_000)
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      let entry: { dashboard?: unknown }
+      try { entry = JSON.parse(line) } catch { return }
+      if (typeof entry.dashboard === 'string') {
+        clearTimeout(guard)
+        resolve(entry as { dashboard: string })
+      }
+    })
+  })
+  t.match(ready.dashboard, /^http:\/\/127\.0\.0\.1:\d+\/$/, '--port 0 won over PORT=1')
+  const health = await (await fetch(new URL('api/health', ready.dashboard))).json()
+  t.match(health, { status: 'ok' })
+  t.ok(existsSync(path.join(dir, 'served.db')) && !existsSync(path.join(dir, 'not-this.db')), '--db won over SPRINT_DB')
+  child.kill('SIGTERM')
+  t.same(await exited, [0, null], 'stops cleanly on SIGTERM')
+})
+
+t.test('serve: a bad variable is refused by name before anything starts', async (t) => {
+  const stderr = new PassThrough()
+  let text = ''
+  stderr.on('data', (chunk: Buffer) => { text += chunk.toString() })
+  const code = await runCli(['serve'], { stdin: Readable.from([]), stdout: new PassThrough(), stderr, env: { PORT: 'eighty' } })
+  t.equal(code, 1)
+  t.match(text, 'serve: Environment variable PORT must be a non-negative integer, got "eighty"')
 })
 
 t.test('emit --file posts every line; SPRINT_URL and SPRINT_INGEST_TOKEN from the environment', async (t) => {
