@@ -20,7 +20,7 @@ import { Writable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { WebSocket } from 'ws'
-import { runExec } from '../src/emitter/cli.ts'
+import { runExec } from '../src/emitter/exec.ts'
 import { createEventClient, type EventClient } from '../src/emitter/client.ts'
 import { extractStoryStatuses, parseSprintStatus, SPRINT_STATUS_FILE } from '../src/lib/sprint-status.ts'
 
