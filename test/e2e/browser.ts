@@ -63,3 +63,15 @@ export function watchPageProblems (page: Page): string[] {
   })
   return problems
 }
+
+/** Waits until an element's text matches, then returns it. */
+export async function waitForText (page: Page, selector: string, pattern: RegExp, timeout?: number): Promise<string> {
+  await page.waitForFunction(([sel, source, flags]) => {
+    const text = document.querySelector(sel!)?.textContent ?? ''
+    return new RegExp(source!, flags).test(text)
+  }, [selector, pattern.source, pattern.flags] as const, timeout === undefined ? undefined : { timeout })
+  return (await page.textContent(selector)) ?? ''
+}
+
+/** The event log's row of one event. */
+export const logRow = (id: number): string => `#log .row[data-id="${id}"]`

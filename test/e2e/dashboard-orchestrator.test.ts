@@ -2,9 +2,8 @@ import t from 'tap'
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Page } from 'playwright-core'
 import { listen, tempDir } from '../helper.ts'
-import { launchChromium, requireChromium, watchPageProblems } from './browser.ts'
+import { launchChromium, logRow, requireChromium, waitForText, watchPageProblems } from './browser.ts'
 
 /**
  * The dashboard in real Chromium fed the way the sprint runner's orchestrator.py feeds it: its own
@@ -19,16 +18,7 @@ const sprintStatusYaml = `development_status:
   3-2-search-ui: backlog
 `
 
-/** Waits until an element's text matches, then returns it. */
-async function waitForText (page: Page, selector: string, pattern: RegExp): Promise<string> {
-  await page.waitForFunction(([sel, source, flags]) => {
-    const text = document.querySelector(sel!)?.textContent ?? ''
-    return new RegExp(source!, flags).test(text)
-  }, [selector, pattern.source, pattern.flags] as const)
-  return (await page.textContent(selector)) ?? ''
-}
-
-const row = (id: number): string => `#log .row[data-id="${id}"]`
+const row = logRow
 
 if (requireChromium(t)) {
   t.test('the orchestrator\'s events on the live dashboard', async t => {

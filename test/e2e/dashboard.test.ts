@@ -4,7 +4,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Page } from 'playwright-core'
 import { listen, tempDir, type ListenResult, type TestContext } from '../helper.ts'
-import { launchChromium, requireChromium, watchPageProblems } from './browser.ts'
+import { launchChromium, logRow, requireChromium, waitForText, watchPageProblems } from './browser.ts'
 
 /**
  * The dashboard in real Chromium against the real service: events go in through
@@ -58,16 +58,7 @@ async function rowTypesOfTask (page: Page, task: string): Promise<string[]> {
     .map(row => (row as HTMLElement).dataset.type ?? ''), task)
 }
 
-/** Waits until an element's text matches, then returns it. */
-async function waitForText (page: Page, selector: string, pattern: RegExp): Promise<string> {
-  await page.waitForFunction(([sel, source, flags]) => {
-    const text = document.querySelector(sel!)?.textContent ?? ''
-    return new RegExp(source!, flags).test(text)
-  }, [selector, pattern.source, pattern.flags] as const)
-  return (await page.textContent(selector)) ?? ''
-}
-
-const row = (id: number): string => `#log .row[data-id="${id}"]`
+const row = logRow
 
 if (requireChromium(t)) {
   t.test('the live dashboard in Chromium', async t => {

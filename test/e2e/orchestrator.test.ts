@@ -2,12 +2,11 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Page } from 'playwright-core'
 import type { Envelope } from '../../src/events/schemas.ts'
 import { extractStoryStatuses, parseSprintStatus } from '../../src/lib/sprint-status.ts'
 import { startDemoServer } from '../../demo/run.ts'
 import { listen, tempDir } from '../helper.ts'
-import { launchChromium, requireChromium, watchPageProblems } from './browser.ts'
+import { launchChromium, requireChromium, waitForText, watchPageProblems } from './browser.ts'
 
 /**
  * The sprint runner epic's integration scenario, in real Chromium against `npm run demo`'s setup
@@ -18,15 +17,6 @@ import { launchChromium, requireChromium, watchPageProblems } from './browser.ts
 t.setTimeout(300_000)
 
 const fakeOrchestrator = fileURLToPath(new URL('../fixtures/fake-orchestrator.mjs', import.meta.url))
-
-/** Waits until an element's text matches, then returns it. */
-async function waitForText (page: Page, selector: string, pattern: RegExp, timeout?: number): Promise<string> {
-  await page.waitForFunction(([sel, source, flags]) => {
-    const text = document.querySelector(sel!)?.textContent ?? ''
-    return new RegExp(source!, flags).test(text)
-  }, [selector, pattern.source, pattern.flags] as const, timeout === undefined ? undefined : { timeout })
-  return (await page.textContent(selector)) ?? ''
-}
 
 /** Every event the service stores, and a way to wait for the next one that matches. */
 function recordEvents (events: { onEvent: (listener: (envelope: Envelope) => void) => () => void }) {

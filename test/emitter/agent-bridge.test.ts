@@ -4,7 +4,7 @@ import { condense, type BridgeEvent } from '../../src/emitter/bridge-events.ts'
 import { createProgressCoalescer } from '../../src/emitter/progress-coalescer.ts'
 import { createAgentStreamTranslator, describeToolUse, exitCodeOf } from '../../src/emitter/stream-json.ts'
 import { parseTaskLogLine, taskLogEvents } from '../../src/emitter/task-log.ts'
-import { readFixtureLines } from '../fixtures/fake-agent.ts'
+import { devStoryMetrics, readFixtureLines } from '../fixtures/fake-agent.ts'
 
 const context = { storyKey: '1-2', command: 'dev-story', taskId: 'dev-story' }
 const vars = { story_key: '1-2', epic: '1', command: 'dev-story' }
@@ -112,17 +112,7 @@ t.test('dev-story fixture: progress lines, embedded task-log events, metrics', a
   const taskStart = events.find((event) => event.type === 'command:start')
   t.same(taskStart?.payload, { story_key: '1-2', command: 'dev-story', task_id: 'tests' })
 
-  t.same(translator.result?.metrics, {
-    duration_ms: 48211,
-    duration_api_ms: 46111,
-    num_turns: 14,
-    total_cost_usd: 0.2417,
-    input_tokens: 38,
-    cache_creation_input_tokens: 9650,
-    cache_read_input_tokens: 131204,
-    output_tokens: 3120,
-    tokens: 38 + 9650 + 131204 + 3120
-  })
+  t.same(translator.result?.metrics, devStoryMetrics)
   const end = translator.finish({ exitCode: 0, durationMs: 1234 })
   t.equal(end.type, 'command:end')
   t.match(end.payload, { story_key: '1-2', command: 'dev-story', task_id: 'dev-story', status: 'success', metrics: { duration_ms: 48211, exit_code: 0 } })

@@ -11,7 +11,7 @@ import { runCli } from '../../src/emitter/cli.ts'
 import { runExec } from '../../src/emitter/exec.ts'
 import { createEventClient } from '../../src/emitter/client.ts'
 import { connect, listen, tempDir, type TestClient } from '../helper.ts'
-import { readFixtureLines } from '../fixtures/fake-agent.ts'
+import { devStoryMetrics, readFixtureLines } from '../fixtures/fake-agent.ts'
 
 interface RunResult {
   code: number | null
@@ -263,18 +263,7 @@ t.test('exec bridges a successful agent run', async (t) => {
   t.same(end.payload, {
     ...own,
     status: 'success',
-    metrics: {
-      duration_ms: 48211,
-      duration_api_ms: 46111,
-      num_turns: 14,
-      total_cost_usd: 0.2417,
-      input_tokens: 38,
-      cache_creation_input_tokens: 9650,
-      cache_read_input_tokens: 131204,
-      output_tokens: 3120,
-      tokens: 144012,
-      exit_code: 0
-    }
+    metrics: { ...devStoryMetrics, exit_code: 0 }
   })
 })
 

@@ -7,6 +7,7 @@ import { runExec } from '../../src/emitter/exec.ts'
 import { createEventClient } from '../../src/emitter/client.ts'
 import { COMMANDS_CSV_COLUMNS } from '../../src/routes/batches.ts'
 import { listen, tempDir, type ListenResult, type TestContext } from '../helper.ts'
+import { devStoryMetrics } from '../fixtures/fake-agent.ts'
 
 /**
  * The history routes over real HTTP, on a database that started as a file of the release before
@@ -21,18 +22,7 @@ const FIXTURE_EPOCH = 1_767_603_600_000
 const T = FIXTURE_EPOCH + 86_400_000
 
 /** The exec bridge's metrics for one agent run (test/fixtures/agent/dev-story.ndjson through cli.ts exec). */
-const execMetrics = {
-  duration_ms: 48211,
-  duration_api_ms: 46111,
-  num_turns: 14,
-  total_cost_usd: 0.2417,
-  input_tokens: 38,
-  cache_creation_input_tokens: 9650,
-  cache_read_input_tokens: 131204,
-  output_tokens: 3120,
-  tokens: 144012,
-  exit_code: 0
-}
+const execMetrics = { ...devStoryMetrics, exit_code: 0 }
 const FORMULA_KEY = '=HYPERLINK("http://evil.example","open me")'
 const AWKWARD_TASK = 'a,"b"\r\nc'
 
