@@ -5,7 +5,7 @@
  * A batch that is still running keeps moving: live events grow its timeline and refresh its numbers.
  */
 import { h, setText } from './dom.js'
-import { describeEvent, eventKind } from './event-log.js'
+import { renderEventRow } from './event-log.js'
 import { clockTime, dateTime, dollars, duration, timer, tokenCount } from './format.js'
 import { commandsCsvUrl, fetchBatch, fetchBatchEvents } from './history-api.js'
 import { batchTone } from './history-sidebar.js'
@@ -174,16 +174,7 @@ export function createBatchView (root, options) {
 
   /** @param {Envelope} event */
   function logRow (event) {
-    const content = describeEvent(event)
-    const text = h('span', { className: 'cell-text', text: content.text })
-    for (const metric of content.metrics) text.append(h('span', { className: 'metric', text: metric }))
-    return h('li', { className: 'row', data: { kind: eventKind(event.type), type: event.type, id: String(event.id), tone: content.tone }, title: `#${event.id} · ${event.type}` },
-      h('time', { className: 'cell-time', text: clockTime(event.timestamp) }),
-      h('span', { className: 'cell-label', text: content.label }),
-      h('span', { className: 'cell-story', text: content.story }),
-      h('span', { className: 'cell-command', text: content.command }),
-      h('span', { className: 'cell-task', text: content.task }),
-      text)
+    return renderEventRow(event).row
   }
 
   /** @param {number} id @param {number} mine */

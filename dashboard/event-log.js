@@ -292,6 +292,43 @@ export function describeEvent (event) {
  */
 
 /**
+ * One event as a log row: time, label, story, command, task and text with its metrics; an error's
+ * context folds open under the row. Shared by the live log and a past batch's log.
+ * @param {Envelope} event
+ * @returns {{ row: HTMLLIElement, content: ReturnType<typeof describeEvent> }}
+ */
+export function renderEventRow (event) {
+  const content = describeEvent(event)
+  const text = h('span', { className: 'cell-text', title: [content.text, ...content.metrics].join(' · ') })
+  /** @type {HTMLDetailsElement | null} */
+  let details = null
+  if (content.details !== null) {
+    details = h('details', { className: 'error-details' },
+      h('summary', { text: content.text }),
+      renderContext(content.details))
+    text.append(details)
+  } else {
+    text.append(content.text)
+  }
+  for (const metric of content.metrics) text.append(h('span', { className: 'metric', text: metric }))
+  const row = h('li', {
+    className: 'row',
+    data: { kind: eventKind(event.type), type: event.type, id: String(event.id), tone: content.tone, ...(WARNING_TYPES.has(event.type) ? { level: 'warning' } : {}) },
+    title: `#${event.id} · ${event.type}`
+  },
+  h('time', { className: 'cell-time', text: clockTime(event.timestamp) }),
+  h('span', { className: 'cell-label', text: content.label }),
+  h('span', { className: 'cell-story', text: content.story }),
+  h('span', { className: 'cell-command', text: content.command }),
+  h('span', { className: 'cell-task', text: content.task }),
+  text)
+  // An opened error takes the full width of the row below its columns; a narrow column would
+  // wrap a stack trace into a ribbon.
+  if (details) details.addEventListener('toggle', () => row.classList.toggle('open', details.open))
+  return { row, content }
+}
+
+/**
  * @param {EventLogOptions} options
  */
 export function createEventLog (options) {
@@ -362,34 +399,7 @@ export function createEventLog (options) {
    * @param {{ text: string, hiddenKinds: Set<string> }} filter
    */
   function buildRow (event, filter) {
-    const content = describeEvent(event)
-    const kind = eventKind(event.type)
-    const text = h('span', { className: 'cell-text', title: [content.text, ...content.metrics].join(' · ') })
-    /** @type {HTMLDetailsElement | null} */
-    let details = null
-    if (content.details !== null) {
-      details = h('details', { className: 'error-details' },
-        h('summary', { text: content.text }),
-        renderContext(content.details))
-      text.append(details)
-    } else {
-      text.append(content.text)
-    }
-    for (const metric of content.metrics) text.append(h('span', { className: 'metric', text: metric }))
-    const row = h('li', {
-      className: 'row',
-      data: { kind, type: event.type, id: String(event.id), tone: content.tone, ...(WARNING_TYPES.has(event.type) ? { level: 'warning' } : {}) },
-      title: `#${event.id} · ${event.type}`
-    },
-    h('time', { className: 'cell-time', text: clockTime(event.timestamp) }),
-    h('span', { className: 'cell-label', text: content.label }),
-    h('span', { className: 'cell-story', text: content.story }),
-    h('span', { className: 'cell-command', text: content.command }),
-    h('span', { className: 'cell-task', text: content.task }),
-    text)
-    // An opened error takes the full width of the row below its columns; a narrow column would
-    // wrap a stack trace into a ribbon.
-    if (details) details.addEventListener('toggle', () => row.classList.toggle('open', details.open))
+    const { row, content } = renderEventRow(event)
     searchText.set(row, [event.type, content.story, content.command, content.task, content.text, ...content.metrics, content.details ? JSON.stringify(content.details) : ''].join(' ').toLowerCase())
     row.hidden = !matches(row, filter)
     return row
