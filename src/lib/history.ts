@@ -292,6 +292,19 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
     }
   }
 
+  const rebuildInTransaction = db.transaction((): number => {
+    db.exec('DELETE FROM command_runs; DELETE FROM story_runs')
+    let replayed = 0
+    let after = 0
+    // In pages rather than with iterate(): the connection cannot write while a statement is being read.
+    for (let page = statements.replayable.all(after, REPLAY_PAGE); page.length > 0; page = statements.replayable.all(after, REPLAY_PAGE)) {
+      for (const row of page) record(row.type, JSON.parse(row.payload), row.timestamp, row.batch_id)
+      replayed += page.length
+      after = page.at(-1)!.id
+    }
+    return replayed
+  })
+
   return {
     record,
 
@@ -301,18 +314,9 @@ export function createHistory (db: Database, toBatch: (row: BatchDbRow) => Batch
      * does for batches that predate them). Events
      * pruned before that are gone, so such a batch's history starts with its oldest kept event.
      */
-    rebuildFromEvents: db.transaction((): number => {
-      db.exec('DELETE FROM command_runs; DELETE FROM story_runs')
-      let replayed = 0
-      let after = 0
-      // In pages rather than with iterate(): the connection cannot write while a statement is being read.
-      for (let page = statements.replayable.all(after, REPLAY_PAGE); page.length > 0; page = statements.replayable.all(after, REPLAY_PAGE)) {
-        for (const row of page) record(row.type, JSON.parse(row.payload), row.timestamp, row.batch_id)
-        replayed += page.length
-        after = page.at(-1)!.id
-      }
-      return replayed
-    }),
+    rebuildFromEvents (): number {
+      return rebuildInTransaction()
+    },
 
     /** One page of batches, newest first, with their totals. */
     listBatches (limit: number, offset: number): BatchList {
