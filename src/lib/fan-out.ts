@@ -14,7 +14,7 @@ const SHUTDOWN_GRACE_MS = 2000
  * writes, and the cost per event falls as load rises. A write of one event
  * sets no wait, so at moderate load batched clients get events as soon as
  * plain ones. How the factor was chosen, with the runs that compared
- * alternatives: bench/RESULTS.md, "Batched clients".
+ * alternatives: bench/RESULTS.md, "Batched clients: the wait after a multi-event write".
  */
 const BATCHED_WAIT_FACTOR = 0.5
 
