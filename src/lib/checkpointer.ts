@@ -11,7 +11,7 @@ const AUTOCHECKPOINT_PAGES = 1000
 /**
  * The main connection's threshold while the worker runs: a backstop, not the policy. Only when the
  * worker falls behind (writes without a pause for many seconds) does a commit on the main connection
- * checkpoint, then a large one (~40 MB of pages, a stall several times the few ms this worker saves).
+ * checkpoint, then a large one (10,000 pages: a stall several times longer than the ones this worker saves).
  * It bounds how far the WAL grows while it can be copied; a reader holding an old snapshot can still
  * keep any checkpoint from finishing, as with SQLite's default.
  */
@@ -39,8 +39,9 @@ function startWorker (workerData: CheckpointWorkerData): Worker {
 
 /**
  * Moves WAL checkpoints off the event loop. SQLite checkpoints in whichever
- * connection commits when the WAL passes 1,000 pages, so one commit in ~330
- * stalled the broadcast for 6-7 ms (copying pages and two fsyncs). A worker
+ * connection commits when the WAL passes 1,000 pages, so every few hundred
+ * commits one stalled the broadcast while it copied pages and fsynced twice
+ * (the bench's paced runs saw the longest commits vanish with this worker). A worker
  * thread with its own connection checkpoints every second instead (PASSIVE,
  * so it never blocks the writer), and the main connection's threshold is
  * raised to a backstop once the worker is up. If the worker dies, the default
