@@ -170,7 +170,9 @@ if (requireChromium(t)) {
     await page.goto(`${url}/`)
     await page.locator('#orchestrator[data-loaded="true"]').waitFor()
     await page.click('#orch-start')
-    await waitForText(page, '#orch-status', /Running|Starting/)
+    // "Starting…" shows before the 401 comes back; the token is kept only once the prompt was answered.
+    await page.waitForFunction(() => sessionStorage.getItem('sprint-dashboard:token') !== null)
+    await waitForText(page, '#orch-status', /Running/)
     t.equal(prompts.length, 1, 'asked once')
     t.match(prompts[0], /ingest token/)
     t.equal(await page.evaluate(() => sessionStorage.getItem('sprint-dashboard:token')), 'e2e-token')
