@@ -69,3 +69,17 @@ export const SprintStatusNotFoundError = createError<[string]>(
 
 export const SprintStatusInvalidError = createError<[string]>(
   'SPRINT_STATUS_INVALID', '%s', 500)
+
+// Files read from the artifacts and dashboard directories (src/lib/safe-read.ts); limits in FileLimits (src/events/protocol.ts).
+
+/** A FIFO, device, socket or directory where a file was expected: it is never opened. */
+export const FileNotRegularError = createError<[string, string]>(
+  'SPRINT_FILE_NOT_REGULAR', '%s is a %s, not a regular file; only regular files are read', 500)
+
+/** A file, or what it expands to, above its documented limit; the message names the limit. */
+export const FileTooLargeError = createError<[string, string]>(
+  'SPRINT_FILE_TOO_LARGE', '%s is too large: %s', 413)
+
+/** Reading or parsing a file took longer than its documented limit; the message names the limit. */
+export const FileTimeoutError = createError<[string, string]>(
+  'SPRINT_FILE_TIMEOUT', '%s: %s', 503)
