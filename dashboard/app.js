@@ -151,6 +151,7 @@ function applyEvents (events, how) {
   const ordered = events.length > 1 ? [...events].sort((a, b) => a.id - b.id) : events
   /** @type {Envelope[]} */
   const fresh = []
+  let reloadBoard = false
   for (const event of ordered) {
     if (event.id <= lastAppliedId) continue
     lastAppliedId = event.id
@@ -162,7 +163,11 @@ function applyEvents (events, how) {
       statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
     }
+    // One edit changed more stories than the service sends events for (FileLimits.statusEventsPerChange):
+    // the rest are only in the file, so the board is reloaded from it.
+    if (event.type === 'error' && event.payload.type === 'sprint_status_bulk_change') reloadBoard = true
   }
+  if (reloadBoard) loadBoard()
   if (fresh.length === 0) return
   log.append(fresh)
   if (how.live) {

@@ -36,9 +36,44 @@ function isMapping (value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * Parses the file text. Comments and unknown top-level keys are fine; the document must be a mapping
- * and `development_status`, when present, a mapping too. The YAML core schema is used so dates stay
- * strings and the result is plain JSON.
+ * The YAML core schema (so dates stay strings and the result is plain JSON) plus merge keys (`<<`),
+ * which YAML 1.1 files such as sprint-status.yaml use and which js-yaml defines outside the core
+ * schema: without them `<<` would be kept as a literal key. The worker in sprint-status-parser.ts
+ * builds the same schema.
+ */
+export const sprintStatusSchema = yaml.CORE_SCHEMA.extend({
+  // js-yaml exports its types as `types`; @types/js-yaml does not declare it.
+  implicit: [(yaml as unknown as { types: { merge: yaml.Type } }).types.merge]
+})
+
+/** A js-yaml syntax error as a SprintStatusParseError with 1-based line and column. */
+export function yamlSyntaxError (reason: string, mark: { line?: number, column?: number } | undefined): SprintStatusParseError {
+  const position: { line?: number, column?: number } = {}
+  if (typeof mark?.line === 'number') position.line = mark.line + 1
+  if (typeof mark?.column === 'number') position.column = mark.column + 1
+  return new SprintStatusParseError(`${SPRINT_STATUS_FILE}: ${reason}${position.line === undefined ? '' : ` (line ${position.line}, column ${position.column})`}`, position)
+}
+
+/**
+ * Checks the shape of a loaded document: it must be a mapping (or empty), and
+ * `development_status`, when present, a mapping too.
+ * @throws {SprintStatusParseError}
+ */
+export function checkSprintStatusDocument (document: unknown): SprintStatusDocument {
+  if (document === undefined || document === null) return {}
+  if (!isMapping(document)) throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: the document must be a mapping, found ${Array.isArray(document) ? 'a list' : typeof document}`)
+  const developmentStatus = document.development_status
+  if (developmentStatus !== undefined && developmentStatus !== null && !isMapping(developmentStatus)) {
+    throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: development_status must be a mapping of story key to status`)
+  }
+  return document as SprintStatusDocument
+}
+
+/**
+ * Parses the file text on the calling thread. Comments and unknown top-level keys are fine; the
+ * document must be a mapping and `development_status`, when present, a mapping too. Merge keys
+ * (`<<`) are merged. For files from disk use `createSprintStatusParser`, which bounds the time and
+ * the expansion (aliases) and parses large files off the event loop.
  *
  * @example
  * parseSprintStatus('development_status:\n  1-1-login: done\n') // → { development_status: { '1-1-login': 'done' } }
@@ -47,24 +82,12 @@ function isMapping (value: unknown): value is Record<string, unknown> {
 export function parseSprintStatus (text: string): SprintStatusDocument {
   let document: unknown
   try {
-    document = yaml.load(text, { schema: yaml.CORE_SCHEMA, filename: SPRINT_STATUS_FILE })
+    document = yaml.load(text, { schema: sprintStatusSchema, filename: SPRINT_STATUS_FILE })
   } catch (error) {
-    if (error instanceof yaml.YAMLException) {
-      const mark = error.mark as { line?: number, column?: number } | undefined
-      const position: { line?: number, column?: number } = {}
-      if (typeof mark?.line === 'number') position.line = mark.line + 1
-      if (typeof mark?.column === 'number') position.column = mark.column + 1
-      throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: ${error.reason}${position.line === undefined ? '' : ` (line ${position.line}, column ${position.column})`}`, position)
-    }
+    if (error instanceof yaml.YAMLException) throw yamlSyntaxError(error.reason, error.mark as { line?: number, column?: number } | undefined)
     throw error
   }
-  if (document === undefined || document === null) return {}
-  if (!isMapping(document)) throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: the document must be a mapping, found ${Array.isArray(document) ? 'a list' : typeof document}`)
-  const developmentStatus = document.development_status
-  if (developmentStatus !== undefined && developmentStatus !== null && !isMapping(developmentStatus)) {
-    throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: development_status must be a mapping of story key to status`)
-  }
-  return document as SprintStatusDocument
+  return checkSprintStatusDocument(document)
 }
 
 /** Entries of `development_status` that are not stories: epic rows and retrospectives. */
