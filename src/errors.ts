@@ -83,3 +83,9 @@ export const FileTooLargeError = createError<[string, string]>(
 /** Reading or parsing a file took longer than its documented limit; the message names the limit. */
 export const FileTimeoutError = createError<[string, string]>(
   'SPRINT_FILE_TIMEOUT', '%s: %s', 503)
+
+/** Another service holds the database (its lock file); one database belongs to one process. */
+export const DatabaseLockedError = createError<[string, string, string]>(
+  'SPRINT_DATABASE_LOCKED',
+  'The database %s is in use by %s, which holds its lock file %s: a database belongs to one service. ' +
+  'Stop that service, or give this one another database file (SPRINT_DB / the dbPath option)', 500)

@@ -35,7 +35,13 @@ const options: SprintDashboardOptions = {
 }
 
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
-await app.register(sprintDashboard, options)
+try {
+  // A refusal at start-up (the database held by another service, a bad option) is one clear log line and exit 1.
+  await app.register(sprintDashboard, options)
+} catch (err) {
+  app.log.error({ err }, `could not start: ${(err as Error).message}`)
+  process.exit(1)
+}
 
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { createStore, type SprintStore } from '../lib/sqlite-store.ts'
 import { startCheckpointer } from '../lib/checkpointer.ts'
+import { acquireDatabaseLock } from '../lib/database-lock.ts'
 import { createStorageGuard, type StorageGuard } from '../lib/storage-guard.ts'
 import type { ResolvedOptions } from '../options.ts'
 
@@ -15,12 +16,19 @@ declare module 'fastify' {
 }
 
 /**
- * Opens the SQLite store (one connection per plugin instance), the WAL checkpointer beside it and the
- * storage guard; decorates the store as `sprintStore` and the guard as `sprintStorage`; releases all
- * of them on close.
+ * Takes the database's lock (one service per database file), opens the SQLite store (one connection
+ * per plugin instance), the WAL checkpointer beside it and the storage guard; decorates the store as
+ * `sprintStore` and the guard as `sprintStorage`; releases all of them on close.
  */
 const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async function storePlugin (fastify, options) {
-  const store = createStore(options.dbPath)
+  const lock = acquireDatabaseLock(options.dbPath)
+  let store: SprintStore
+  try {
+    store = createStore(options.dbPath)
+  } catch (err) {
+    lock.release()
+    throw err
+  }
   const guard = createStorageGuard(store.db, options.dbPath, fastify.log)
   let checkpointer: ReturnType<typeof startCheckpointer> | null = null
   if (!store.db.memory) {
@@ -42,6 +50,7 @@ const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async f
       // Closing the last connection deletes the log by its path: not when that path now holds another file's log.
       if (guard.closable) store.close()
       else fastify.log.error({ dbPath: options.dbPath }, 'leaving the lost database connection open: its log path now holds another file')
+      lock.release()
     }
   })
 }
