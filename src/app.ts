@@ -65,7 +65,7 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
-    await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
+    await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, allowedHosts: options.allowedHosts })
     if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir })
   }, { prefix })
 }

@@ -89,3 +89,9 @@ export const DatabaseLockedError = createError<[string, string, string]>(
   'SPRINT_DATABASE_LOCKED',
   'The database %s is in use by %s, which holds its lock file %s: a database belongs to one service. ' +
   'Stop that service, or give this one another database file (SPRINT_DB / the dbPath option)', 500)
+
+/** A Host header this service does not answer to on its same-host routes (DNS rebinding guard, src/lib/host.ts). */
+export const HostNotAllowedError = createError<[string]>(
+  'SPRINT_HOST_NOT_ALLOWED',
+  'Host "%s" is not a name this service answers to (DNS rebinding guard): open it by localhost or an IP address, ' +
+  'or add the name to the allowedHosts option (SPRINT_ALLOWED_HOSTS for the standalone server)', 403)

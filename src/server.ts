@@ -25,8 +25,14 @@ const loopback = new Set(['127.0.0.1', 'localhost', '::1'])
 const host = process.env.HOST ?? '127.0.0.1'
 const port = integerFromEnv('PORT', 8080)!
 
+// Names the dashboard is opened by, besides localhost and IP addresses (DNS rebinding guard); a HOST
+// that is a name, and not a loopback one, is one of them.
+const allowedHosts = (process.env.SPRINT_ALLOWED_HOSTS ?? '').split(',').map(name => name.trim()).filter(name => name !== '')
+if (!loopback.has(host) && !allowedHosts.includes(host)) allowedHosts.push(host)
+
 const options: SprintDashboardOptions = {
   dbPath: process.env.SPRINT_DB ?? 'sprint-runner.db',
+  allowedHosts,
   artifactsDir: process.env.SPRINT_ARTIFACTS_DIR,
   ingestToken: process.env.SPRINT_INGEST_TOKEN || undefined,
   heartbeatIntervalMs: integerFromEnv('SPRINT_HEARTBEAT_INTERVAL_MS', undefined),

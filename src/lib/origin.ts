@@ -1,3 +1,5 @@
+import { isHostAllowed } from './host.ts'
+
 /** Hosts a local dashboard is served from, whatever the port. */
 const loopbackHosts = new Set(['localhost', '127.0.0.1', '[::1]'])
 
@@ -5,16 +7,18 @@ const loopbackHosts = new Set(['localhost', '127.0.0.1', '[::1]'])
  * Whether a browser `Origin` may talk to this service (cross-site WebSocket
  * hijacking and cross-site event injection guard).
  *
- * Allowed: no Origin at all (non-browser clients), the request's own host,
- * `localhost` / `127.0.0.1` / `[::1]` on any port, and `allowedOrigins`
- * (`'*'` opens it to every site). `Origin: null` (sandboxed frames, file: pages)
- * and anything unparsable are refused.
+ * Allowed: no Origin at all (non-browser clients), the request's own host when
+ * that host is itself allowed (`isHostAllowed` with `allowedHosts`: a rebound
+ * name such as `attacker.test` is not), `localhost` / `127.0.0.1` / `[::1]` on
+ * any port, and `allowedOrigins` (`'*'` opens it to every site). `Origin: null`
+ * (sandboxed frames, file: pages) and anything unparsable are refused.
  *
  * @example
  * isOriginAllowed('http://localhost:5173', '127.0.0.1:8080', []) // true
  * isOriginAllowed('http://localhost.evil.example', '127.0.0.1:8080', []) // false
  */
-export function isOriginAllowed (origin: string | undefined, host: string | undefined, allowedOrigins: readonly string[] | '*'): boolean {
+export function isOriginAllowed (origin: string | undefined, host: string | undefined, allowedOrigins: readonly string[] | '*',
+  allowedHosts: readonly string[] | '*' = []): boolean {
   if (origin === undefined) return true
   if (allowedOrigins === '*') return true
   let url: URL
@@ -25,6 +29,6 @@ export function isOriginAllowed (origin: string | undefined, host: string | unde
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return false
   if (loopbackHosts.has(url.hostname)) return true
-  if (host !== undefined && url.host === host.toLowerCase()) return true
+  if (host !== undefined && url.host === host.toLowerCase() && isHostAllowed(host, allowedHosts)) return true
   return allowedOrigins.some(allowed => allowed.replace(/\/+$/, '').toLowerCase() === url.origin)
 }

@@ -9,6 +9,7 @@ import {
   IngestUnauthorizedError,
   InvalidEventError,
   InvalidJsonError,
+  HostNotAllowedError,
   OriginNotAllowedError,
   TooManyEventsError,
   withDetails,
@@ -16,6 +17,7 @@ import {
   type ErrorDetail
 } from '../errors.ts'
 import { isOriginAllowed } from '../lib/origin.ts'
+import { isHostAllowed } from '../lib/host.ts'
 import { RequestLimits } from '../events/protocol.ts'
 import type { ResolvedOptions } from '../options.ts'
 
@@ -29,7 +31,7 @@ export const IngestReplySchema = Type.Object({
 })
 export type IngestReply = Static<typeof IngestReplySchema>
 
-export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
+export type IngestOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'> & Partial<Pick<ResolvedOptions, 'allowedHosts'>>
 
 /** 127.0.0.0/8 and ::1, also in their IPv4-mapped IPv6 form. */
 export function isLoopbackAddress (address: string | undefined): boolean {
@@ -82,6 +84,7 @@ function describeBody (body: unknown): ErrorDetail[] {
  */
 const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ingestRoute (fastify, options) {
   const tokenDigest = options.ingestToken === undefined ? null : createHash('sha256').update(options.ingestToken).digest()
+  const allowedHosts = options.allowedHosts ?? []
 
   async function authorize (request: FastifyRequest): Promise<void> {
     if (tokenDigest !== null) {
@@ -90,7 +93,9 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     }
     const peer = request.raw.socket.remoteAddress
     if (!isLoopbackAddress(peer)) throw new IngestNotLoopbackError(peer ?? 'unknown')
-    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+    // A loopback peer may be a browser on a page whose name was rebound to 127.0.0.1: its Host gives it away.
+    if (!isHostAllowed(request.headers.host, allowedHosts)) throw new HostNotAllowedError(request.headers.host ?? '')
+    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins, allowedHosts)) {
       throw new OriginNotAllowedError(request.headers.origin ?? '')
     }
   }
