@@ -33,6 +33,12 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
   await fastify.register(storePlugin, options)
   await fastify.register(eventsPlugin, options)
 
+  // Set before the server stops listening: a response that ends after that closes its connection, or
+  // a keep-alive client would hold the server open until its keep-alive timeout (a POST still being
+  // received at SIGTERM made the process wait out its whole grace period and exit 1).
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+
   // fastify-plugin drops Fastify's own prefix handling, so the routes get an
   // encapsulated scope of their own with the prefix applied here.
   await fastify.register(async function sprintRoutes (routes) {
@@ -48,6 +54,11 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
         message: statusCode >= 500 && !String(error.code).startsWith('SPRINT_') ? 'Internal Server Error' : error.message,
         ...(error.details === undefined ? {} : { details: error.details })
       })
+    })
+
+    routes.addHook('onSend', async (_request, reply, payload) => {
+      if (closing) reply.header('connection', 'close')
+      return payload
     })
 
     await routes.register(wsRoutes, options)

@@ -9,6 +9,7 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import sprintDashboard from './app.ts'
 import type { SprintDashboardOptions } from './options.ts'
+import { isTsxCliChild, watchParentProcess } from './lib/parent-process.ts'
 
 function integerFromEnv (name: string, fallback: number | undefined): number | undefined {
   const raw = process.env[name]
@@ -49,11 +50,18 @@ try {
   process.exit(1)
 }
 
-closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+const grace = closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
   else app.log.info({ signal }, 'shutting down')
   await app.close()
 })
+// Under the tsx CLI, a signal it does not relay ends it alone: stop with it rather than run on orphaned.
+if (isTsxCliChild()) {
+  watchParentProcess(() => {
+    app.log.warn('the tsx process that started this server is gone; shutting down')
+    grace.close()
+  })
+}
 
 try {
   await app.listen({ host, port })
