@@ -6,22 +6,15 @@ export const STEADY_RATE_PER_SECOND = 20
 /** The longest a connected client may go without an event while a hostile condition holds. */
 export const MAX_DELIVERY_GAP_MS = 100
 
-const schedstat = `/proc/self/task/${process.pid}/schedstat`
-let schedstatReadable: boolean | null = null
-
 /**
- * How long this process's main thread has waited, runnable, for a CPU (Linux schedstat: the second
+ * How long a process's main thread has waited, runnable, for a CPU (Linux schedstat: the second
  * field, in ns). The machine the tests run on is shared: a gap at the client made only of waiting
  * for a CPU is other processes' load, not a stall the service caused. 0 where schedstat is missing.
  */
-function mainThreadRunDelayMs (): number {
-  if (schedstatReadable === false) return 0
+function mainThreadRunDelayMs (pid: number): number {
   try {
-    const fields = readFileSync(schedstat, 'utf8').split(' ')
-    schedstatReadable = true
-    return Number(fields[1]) / 1e6
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6
   } catch {
-    schedstatReadable = false
     return 0
   }
 }
@@ -38,8 +31,8 @@ export interface SteadyStreamResult {
   /** The longest time between two consecutive events at the client, in ms of wall-clock time. */
   maxGapMs: number
   /**
-   * The longest gap less the time this process's main thread spent runnable but waiting for a CPU
-   * (other processes' load): how long delivery stalled because of what the service did.
+   * The longest gap less the time the service's (and the client's) main thread spent runnable but
+   * waiting for a CPU (other processes' load): how long delivery stalled because of what the service did.
    */
   maxStallMs: number
   /** When the longest stall ended, ms after the start: helps to tell what the test was doing then. */
@@ -61,23 +54,28 @@ export interface SteadyStream {
  * The producer sends at a steady rate whatever the event loop does: a tick that comes late sends at
  * once, so a gap at the client measures how long delivery stalled, not how the producer was paced.
  */
-export async function startSteadyStream (wsUrl: string, emit: (sequence: number) => Promise<number>): Promise<SteadyStream> {
+export async function startSteadyStream (wsUrl: string, emit: (sequence: number) => Promise<number>,
+  options: { serverPid?: number } = {}): Promise<SteadyStream> {
+  // The client runs here; the service here too, or in `serverPid`. A gap less the longer of the two
+  // threads' waits for a CPU is what the service's own work made of it.
+  const pids = [...new Set([process.pid, options.serverPid ?? process.pid])]
   const reader = new StreamReader(wsUrl)
   await reader.opened
   const acknowledged: number[] = []
   const refused: string[] = []
   const received: number[] = []
-  let lastArrival: { at: number, runDelay: number } | null = null
+  let lastArrival: { at: number, runDelays: number[] } | null = null
   let maxGapMs = 0
   let maxStallMs = 0
   let maxStallEndedAtMs = 0
   const startedAt = performance.now()
   reader.onEvent = (id) => {
-    const now = { at: performance.now(), runDelay: mainThreadRunDelayMs() }
+    const now = { at: performance.now(), runDelays: pids.map(mainThreadRunDelayMs) }
     received.push(id)
     if (lastArrival !== null) {
       const gap = now.at - lastArrival.at
-      const stall = gap - (now.runDelay - lastArrival.runDelay)
+      const previous = lastArrival.runDelays
+      const stall = gap - Math.max(...now.runDelays.map((delay, i) => delay - previous[i]!))
       maxGapMs = Math.max(maxGapMs, gap)
       if (stall > maxStallMs) {
         maxStallMs = stall
