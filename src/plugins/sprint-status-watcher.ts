@@ -220,8 +220,10 @@ export function createSprintStatusWatcher (options: SprintStatusWatcherOptions, 
 }
 
 /**
- * Turns edits of `sprint-status.yaml` into `story:status` events, and a file that stops parsing into one
- * `error` event (`type: "sprint_status_parse"`). Needs `fastify.events` from the host; decorates nothing,
+ * Turns edits of `sprint-status.yaml` into `story:status` events (at most `FileLimits.statusEventsPerChange`
+ * per change, then one `error` event `sprint_status_bulk_change`), a file that stops parsing into one
+ * `error` event (`type: "sprint_status_parse"`) and one that cannot be read safely (a FIFO, over a limit)
+ * into one `sprint_status_unreadable`. Needs `fastify.events` from the host; decorates nothing,
  * so it is a plain encapsulated plugin. The watch starts when the app is ready and stops on close.
  */
 const sprintStatusWatcher: FastifyPluginAsync<SprintStatusWatcherOptions> = async function sprintStatusWatcher (fastify, options) {
