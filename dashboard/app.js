@@ -152,6 +152,7 @@ async function loadBoard () {
  * @param {{ live: boolean }} how live: new to the operator (toasts, highlights); false for a snapshot
  */
 function applyEvents (fresh, how) {
+  let reloadBoard = false
   for (const event of fresh) {
     lastEventTimestamp = Math.max(lastEventTimestamp, event.timestamp)
     batchPanel.apply(event)
@@ -161,7 +162,11 @@ function applyEvents (fresh, how) {
       statusOverlay.set(event.payload.story_key, event.payload.new_status)
       board.setStatus(event.payload.story_key, event.payload.new_status, { flash: how.live })
     }
+    // One edit changed more stories than the service sends events for (FileLimits.statusEventsPerChange):
+    // the rest are only in the file, so the board is reloaded from it.
+    if (event.type === 'error' && event.payload.type === 'sprint_status_bulk_change') reloadBoard = true
   }
+  if (reloadBoard) loadBoard()
   if (fresh.length === 0) return
   batchHistory.applyEvents(fresh)
   log.append(fresh)

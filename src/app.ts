@@ -44,6 +44,12 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
   // What the route and the watcher both read: the last version of sprint-status.yaml that parsed.
   const lastGoodSprintStatus = createLastGoodSprintStatus()
 
+  // Set before the server stops listening: a response that ends after that closes its connection, or
+  // a keep-alive client would hold the server open until its keep-alive timeout (a POST still being
+  // received at SIGTERM made the process wait out its whole grace period and exit 1).
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+
   // fastify-plugin drops Fastify's own prefix handling, so the routes get an
   // encapsulated scope of their own with the prefix applied here.
   await fastify.register(async function sprintRoutes (routes) {
@@ -59,6 +65,11 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
         message: statusCode >= 500 && !String(error.code).startsWith('SPRINT_') ? 'Internal Server Error' : error.message,
         ...(error.details === undefined ? {} : { details: error.details })
       })
+    })
+
+    routes.addHook('onSend', async (_request, reply, payload) => {
+      if (closing) reply.header('connection', 'close')
+      return payload
     })
 
     await routes.register(wsRoutes, options)
@@ -77,9 +88,9 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here
     // (they get only the options they read: a `prefix` key in register options would prefix them twice)
-    await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
-    await routes.register(upstreamImportsRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins })
-    await routes.register(orchestratorControlRoutes, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, routePrefix: prefix })
+    await routes.register(ingestRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, allowedHosts: options.allowedHosts })
+    await routes.register(upstreamImportsRoute, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, allowedHosts: options.allowedHosts })
+    await routes.register(orchestratorControlRoutes, { ingestToken: options.ingestToken, allowedOrigins: options.allowedOrigins, allowedHosts: options.allowedHosts, routePrefix: prefix })
     if (options.watchSprintStatus) await routes.register(sprintStatusWatcher, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
   }, { prefix })
 }

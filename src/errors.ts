@@ -120,3 +120,29 @@ export const InvalidRequestError = createError<[string]>(
 
 export const InvalidEnvironmentError = createError<[string, string, string]>(
   'SPRINT_INVALID_ENVIRONMENT', 'Environment variable %s must be %s, got %s', 500)
+
+// Files read from the artifacts and dashboard directories (src/lib/safe-read.ts); limits in FileLimits (src/events/protocol.ts).
+
+/** A FIFO, device, socket or directory where a file was expected: it is never opened. */
+export const FileNotRegularError = createError<[string, string]>(
+  'SPRINT_FILE_NOT_REGULAR', '%s is a %s, not a regular file; only regular files are read', 500)
+
+/** A file, or what it expands to, above its documented limit; the message names the limit. */
+export const FileTooLargeError = createError<[string, string]>(
+  'SPRINT_FILE_TOO_LARGE', '%s is too large: %s', 413)
+
+/** Reading or parsing a file took longer than its documented limit; the message names the limit. */
+export const FileTimeoutError = createError<[string, string]>(
+  'SPRINT_FILE_TIMEOUT', '%s: %s', 503)
+
+/** Another service holds the database (its lock file); one database belongs to one process. */
+export const DatabaseLockedError = createError<[string, string, string]>(
+  'SPRINT_DATABASE_LOCKED',
+  'The database %s is in use by %s, which holds its lock file %s: a database belongs to one service. ' +
+  'Stop that service, or give this one another database file (SPRINT_DB / the dbPath option)', 500)
+
+/** A Host header this service does not answer to on its same-host routes (DNS rebinding guard, src/lib/host.ts). */
+export const HostNotAllowedError = createError<[string]>(
+  'SPRINT_HOST_NOT_ALLOWED',
+  'Host "%s" is not a name this service answers to (DNS rebinding guard): open it by localhost or an IP address, ' +
+  'or add the name to the allowedHosts option (SPRINT_ALLOWED_HOSTS for the standalone server)', 403)

@@ -59,6 +59,12 @@ export interface SprintDashboardOptions {
   maxConnections?: number
   /** Extra browser origins allowed to open `/ws` and post events, or `'*'` for any (unsafe: any web page could read the stream). */
   allowedOrigins?: string[] | '*'
+  /**
+   * Host names (the `Host` header) besides `localhost`, `*.localhost` and IP addresses that `/ws` and
+   * `POST /api/events` answer to; `.example.com` allows a domain and its subdomains, `'*'` any host
+   * (unsafe: DNS rebinding). Needed when the dashboard is opened by a name, e.g. `dashboard.lan`.
+   */
+  allowedHosts?: string[] | '*'
   /** When set, `POST /api/events` requires `Authorization: Bearer <token>`. */
   ingestToken?: string
   /** Watch `sprint-status.yaml` and emit `story:status` for each change. Default false (the standalone server turns it on). */
@@ -133,6 +139,10 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
   if (allowedOrigins !== '*' && !Array.isArray(allowedOrigins)) {
     throw new InvalidOptionError('allowedOrigins', 'expected a list of origins or "*"')
   }
+  const allowedHosts = options.allowedHosts ?? []
+  if (allowedHosts !== '*' && (!Array.isArray(allowedHosts) || allowedHosts.some(host => typeof host !== 'string' || host.trim() === ''))) {
+    throw new InvalidOptionError('allowedHosts', 'expected a list of host names or "*"')
+  }
   if (options.ingestToken !== undefined && (typeof options.ingestToken !== 'string' || options.ingestToken.length === 0)) {
     throw new InvalidOptionError('ingestToken', 'expected a non-empty string')
   }
@@ -151,6 +161,7 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
     maxBufferedBytes: positiveInteger('maxBufferedBytes', options.maxBufferedBytes, 4 * 1024 * 1024),
     maxConnections: positiveInteger('maxConnections', options.maxConnections, 10_000),
     allowedOrigins,
+    allowedHosts,
     ingestToken: options.ingestToken,
     watchSprintStatus: options.watchSprintStatus ?? false,
     orchestrator: resolveOrchestrator(options.orchestrator)

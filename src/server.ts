@@ -12,9 +12,9 @@ import closeWithGrace from 'close-with-grace'
 import sprintDashboard from './app.ts'
 import { InvalidEnvironmentError } from './errors.ts'
 import { isMainModule } from './lib/main-module.ts'
+import { isLoopbackHost } from './lib/origin.ts'
+import { isTsxCliChild, watchParentProcess } from './lib/parent-process.ts'
 import type { SprintDashboardOptions } from './options.ts'
-
-const loopback = new Set(['127.0.0.1', 'localhost', '::1'])
 
 function integerFromEnv (env: NodeJS.ProcessEnv, name: string, fallback: number | undefined): number | undefined {
   const raw = env[name]
@@ -58,7 +58,8 @@ export function loggerOptions (level: string, prettyPrint: boolean): FastifyServ
 
 /**
  * Builds the service from `env` (HOST, PORT, SPRINT_DB, SPRINT_ARTIFACTS_DIR, SPRINT_INGEST_TOKEN,
- * SPRINT_HEARTBEAT_INTERVAL_MS, SPRINT_HEARTBEAT_TIMEOUT_MS, SPRINT_WATCH, SPRINT_ORCHESTRATOR_*, LOG_LEVEL), listens, and
+ * SPRINT_HEARTBEAT_INTERVAL_MS, SPRINT_HEARTBEAT_TIMEOUT_MS, SPRINT_WATCH, SPRINT_ALLOWED_HOSTS, SPRINT_ORCHESTRATOR_*,
+ * LOG_LEVEL), listens, and
  * closes it gracefully on SIGINT/SIGTERM. Resolves with the listening instance; rejects, with nothing
  * left open, on a bad variable or when the port cannot be bound.
  *
@@ -68,8 +69,13 @@ export function loggerOptions (level: string, prettyPrint: boolean): FastifyServ
 export async function startServer (env: NodeJS.ProcessEnv = process.env): Promise<FastifyInstance> {
   const host = env.HOST ?? '127.0.0.1'
   const port = integerFromEnv(env, 'PORT', 8080)!
+  // Names the dashboard is opened by, besides localhost and IP addresses (DNS rebinding guard); a HOST
+  // that is a name, and not a loopback one, is one of them.
+  const allowedHosts = (env.SPRINT_ALLOWED_HOSTS ?? '').split(',').map(name => name.trim()).filter(name => name !== '')
+  if (!isLoopbackHost(host) && !allowedHosts.includes(host)) allowedHosts.push(host)
   const options: SprintDashboardOptions = {
     dbPath: env.SPRINT_DB ?? 'sprint-runner.db',
+    allowedHosts,
     artifactsDir: env.SPRINT_ARTIFACTS_DIR,
     ingestToken: env.SPRINT_INGEST_TOKEN || undefined,
     heartbeatIntervalMs: integerFromEnv(env, 'SPRINT_HEARTBEAT_INTERVAL_MS', undefined),
@@ -89,6 +95,15 @@ export async function startServer (env: NodeJS.ProcessEnv = process.env): Promis
     await app.close()
   })
   app.addHook('onClose', async () => graceful.uninstall())
+  // Under the tsx CLI, a signal it does not relay (SIGHUP, SIGQUIT, SIGKILL) ends it alone: stop with it
+  // rather than run on orphaned, holding the port and the database.
+  if (isTsxCliChild()) {
+    const stopWatching = watchParentProcess(() => {
+      app.log.warn('the tsx process that started this server is gone; shutting down')
+      graceful.close()
+    })
+    app.addHook('onClose', async () => stopWatching())
+  }
   try {
     await app.register(sprintDashboard, options)
     await app.listen({ host, port })
@@ -104,7 +119,7 @@ export async function startServer (env: NodeJS.ProcessEnv = process.env): Promis
     : `${host}:${port}`
   app.log.info({ dashboard: `http://${bound}/`, websocket: `ws://${bound}/ws` },
     `sprint-dashboard ready: dashboard http://${bound}/ websocket ws://${bound}/ws`)
-  if (!loopback.has(host) && options.ingestToken === undefined) {
+  if (!isLoopbackHost(host) && options.ingestToken === undefined) {
     app.log.warn(`listening on ${host}, which other machines may reach, without SPRINT_INGEST_TOKEN: ` +
       'anyone who can reach this port can read the event stream; set SPRINT_INGEST_TOKEN and firewall the port')
   }

@@ -49,6 +49,35 @@ export const RequestLimits = {
   sinceDigits: 15
 } as const
 
+/**
+ * Bounds on the files the service reads from the artifacts and dashboard directories, which agents
+ * and people write: every read is bounded in size and time, and nothing but a regular file is opened
+ * (see src/lib/safe-read.ts and docs/durability.md, "Limits"). Errors name the limit, e.g.
+ * `FileLimits.sprintStatusBytes`.
+ */
+export const FileLimits = {
+  /** Bytes of `sprint-status.yaml` (about 28,000 stories); beyond it GET /api/sprint-status answers 413 and the watcher keeps its last good state. */
+  sprintStatusBytes: 1024 * 1024,
+  /** Bytes of JSON `sprint-status.yaml` may expand to through YAML aliases; beyond it, 413. */
+  sprintStatusExpandedBytes: 8 * 1024 * 1024,
+  /** Time to parse `sprint-status.yaml` (in a worker thread when large); beyond it, 503 and the parse is stopped. */
+  sprintStatusParseMs: 5000,
+  /** `sprint-status.yaml` up to this size, without aliases, is parsed on the event loop (a few ms); larger ones in a worker thread. */
+  sprintStatusInlineParseBytes: 64 * 1024,
+  /** Bytes read from the start of each story file for its description; the rest of the file is not read. */
+  storyFileHeadBytes: 64 * 1024,
+  /** Story files described by one `GET /story-descriptions.json` (the first ones by name); the answer says when more were left out. */
+  storyFiles: 2000,
+  /** Bytes of one whitelisted data file (`/sprint-status.yaml`, `/orchestrator.md`, ...); beyond it, 413. */
+  dataFileBytes: 16 * 1024 * 1024,
+  /** Bytes of one dashboard page or asset; a larger file is not served (404). */
+  dashboardFileBytes: 16 * 1024 * 1024,
+  /** Time to open and read one file; beyond it, 503 (a stalled network file system). */
+  readTimeoutMs: 5000,
+  /** `story:status` events emitted for one change of `sprint-status.yaml`; the rest are summed up in one `error` event (`sprint_status_bulk_change`). */
+  statusEventsPerChange: 200
+} as const
+
 /** The `init` message's payload: what a page draws first, and where its cursor starts. */
 export const InitPayloadSchema = Type.Object({
   batch: Type.Union([BatchSchema, Type.Null()], { description: 'The running batch, or the last one' }),

@@ -36,28 +36,30 @@ function isMapping (value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * Parses the file text. Comments and unknown top-level keys are fine; the document must be a mapping
- * and `development_status`, when present, a mapping too. The YAML core schema is used so dates stay
- * strings and the result is plain JSON.
- *
- * @example
- * parseSprintStatus('development_status:\n  1-1-login: done\n') // → { development_status: { '1-1-login': 'done' } }
- * @throws {SprintStatusParseError} with the line and column of a YAML syntax error
+ * The YAML core schema (so dates stay strings and the result is plain JSON) plus merge keys (`<<`),
+ * which YAML 1.1 files such as sprint-status.yaml use and which js-yaml defines outside the core
+ * schema: without them `<<` would be kept as a literal key. The worker in sprint-status-parser.ts
+ * builds the same schema.
  */
-export function parseSprintStatus (text: string): SprintStatusDocument {
-  let document: unknown
-  try {
-    document = yaml.load(text, { schema: yaml.CORE_SCHEMA, filename: SPRINT_STATUS_FILE })
-  } catch (error) {
-    if (error instanceof yaml.YAMLException) {
-      const mark = error.mark as { line?: number, column?: number } | undefined
-      const position: { line?: number, column?: number } = {}
-      if (typeof mark?.line === 'number') position.line = mark.line + 1
-      if (typeof mark?.column === 'number') position.column = mark.column + 1
-      throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: ${error.reason}${position.line === undefined ? '' : ` (line ${position.line}, column ${position.column})`}`, position)
-    }
-    throw error
-  }
+export const sprintStatusSchema = yaml.CORE_SCHEMA.extend({
+  // js-yaml exports its types as `types`; @types/js-yaml does not declare it.
+  implicit: [(yaml as unknown as { types: { merge: yaml.Type } }).types.merge]
+})
+
+/** A js-yaml syntax error as a SprintStatusParseError with 1-based line and column. */
+export function yamlSyntaxError (reason: string, mark: { line?: number, column?: number } | undefined): SprintStatusParseError {
+  const position: { line?: number, column?: number } = {}
+  if (typeof mark?.line === 'number') position.line = mark.line + 1
+  if (typeof mark?.column === 'number') position.column = mark.column + 1
+  return new SprintStatusParseError(`${SPRINT_STATUS_FILE}: ${reason}${position.line === undefined ? '' : ` (line ${position.line}, column ${position.column})`}`, position)
+}
+
+/**
+ * Checks the shape of a loaded document: it must be a mapping (or empty), and
+ * `development_status`, when present, a mapping too.
+ * @throws {SprintStatusParseError}
+ */
+export function checkSprintStatusDocument (document: unknown): SprintStatusDocument {
   if (document === undefined || document === null) return {}
   if (!isMapping(document)) throw new SprintStatusParseError(`${SPRINT_STATUS_FILE}: the document must be a mapping, found ${Array.isArray(document) ? 'a list' : typeof document}`)
   const developmentStatus = document.development_status
@@ -68,23 +70,46 @@ export function parseSprintStatus (text: string): SprintStatusDocument {
 }
 
 /**
+ * Parses the file text on the calling thread. Comments and unknown top-level keys are fine; the
+ * document must be a mapping and `development_status`, when present, a mapping too. Merge keys
+ * (`<<`) are merged. For files from disk use `createSprintStatusParser`, which bounds the time and
+ * the expansion (aliases) and parses large files off the event loop.
+ *
+ * @example
+ * parseSprintStatus('development_status:\n  1-1-login: done\n') // → { development_status: { '1-1-login': 'done' } }
+ * @throws {SprintStatusParseError} with the line and column of a YAML syntax error
+ */
+export function parseSprintStatus (text: string): SprintStatusDocument {
+  let document: unknown
+  try {
+    document = yaml.load(text, { schema: sprintStatusSchema, filename: SPRINT_STATUS_FILE })
+  } catch (error) {
+    if (error instanceof yaml.YAMLException) throw yamlSyntaxError(error.reason, error.mark as { line?: number, column?: number } | undefined)
+    throw error
+  }
+  return checkSprintStatusDocument(document)
+}
+
+/**
  * The last version of the file that parsed, shared by everything that reads the file (the route reads
  * it per request, the watcher on every change), so that an edit in progress, which does not parse for a
  * moment, leaves the last good state readable.
  *
+ * It keeps the parser's JSON text, which is what the route sends, so serving it costs no serialising.
+ *
  * @example
  * const lastGood = createLastGoodSprintStatus()
- * lastGood.remember(parseSprintStatus(text))
- * lastGood.document // the parsed file, or null while no version ever parsed
+ * lastGood.remember(snapshot.json)
+ * lastGood.json // the last good file as JSON text, or null while no version ever parsed
  */
 export function createLastGoodSprintStatus () {
-  let document: SprintStatusDocument | null = null
+  let json: string | null = null
   return {
-    remember (parsed: SprintStatusDocument): void {
-      document = parsed
+    remember (parsedJson: string): void {
+      json = parsedJson
     },
-    get document (): SprintStatusDocument | null {
-      return document
+    get json (): string | null {
+      return json
     }
   }
 }

@@ -174,8 +174,8 @@ export function createStore (dbPath: string) {
   const statements = {
     begin: db.prepare('BEGIN'),
     commit: db.prepare('COMMIT'),
-    insertEvent: db.prepare<[string, string, number, number | null]>(
-      'INSERT INTO events (type, payload, timestamp, batch_id) VALUES (?, ?, ?, ?)'),
+    insertEvent: db.prepare<[number, string, string, number, number | null]>(
+      'INSERT INTO events (id, type, payload, timestamp, batch_id) VALUES (?, ?, ?, ?, ?)'),
     recentEvents: db.prepare<[number], EventRow>(
       'SELECT id, type, payload, timestamp FROM (SELECT id, type, payload, timestamp FROM events ORDER BY id DESC LIMIT ?) ORDER BY id ASC'),
     eventsAfter: db.prepare<[number, number], EventRow>(
@@ -225,6 +225,14 @@ export function createStore (dbPath: string) {
   // The batch every new event is filed under; cached because it changes only on batch events.
   let activeBatchId: number | null = statements.activeBatch.get()?.id ?? null
 
+  /**
+   * The highest id this store has handed out, committed or not. A failed commit rolls back
+   * AUTOINCREMENT's counter with the rows, so SQLite would give the same ids again; ids are assigned
+   * here instead, above every id ever handed out, so that an id is never reused, even by a later event
+   * after a rolled-back one (ids then skip numbers; they are only ever increasing).
+   */
+  let lastIssuedId = statements.lastAssignedId.get()?.seq ?? statements.lastEventId.get()?.id ?? 0
+
   /** Keeps the batch/story/command tables in step with the event just appended. */
   function project (type: EventTypeName, payload: unknown, timestamp: number): void {
     switch (type) {
@@ -271,7 +279,8 @@ export function createStore (dbPath: string) {
   function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
     // A batch:start belongs to the batch it opens, not to the one it replaces.
     const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
-    const id = Number(statements.insertEvent.run(type, payloadJson, timestamp, batchId).lastInsertRowid)
+    const id = ++lastIssuedId
+    statements.insertEvent.run(id, type, payloadJson, timestamp, batchId)
     project(type, payload, timestamp)
     history.record(type, payload, timestamp, batchId)
     return { id, type, payload: payloadJson, timestamp }

@@ -1,17 +1,11 @@
 import type { FastifyRequest } from 'fastify'
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { IngestNotLoopbackError, IngestUnauthorizedError, OriginNotAllowedError } from '../errors.ts'
-import { isOriginAllowed } from './origin.ts'
+import { HostNotAllowedError, IngestNotLoopbackError, IngestUnauthorizedError, OriginNotAllowedError } from '../errors.ts'
+import { isHostAllowed } from './host.ts'
+import { isLoopbackAddress, isOriginAllowed } from './origin.ts'
 import type { ResolvedOptions } from '../options.ts'
 
-export type WriteGuardOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'>
-
-/** 127.0.0.0/8 and ::1, also in their IPv4-mapped IPv6 form. */
-export function isLoopbackAddress (address: string | undefined): boolean {
-  if (address === undefined) return false
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
-  return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4)
-}
+export type WriteGuardOptions = Pick<ResolvedOptions, 'ingestToken' | 'allowedOrigins'> & Partial<Pick<ResolvedOptions, 'allowedHosts'>>
 
 /** Compares digests, so neither the token's content nor its length leaks through timing. */
 function tokenMatches (header: string | undefined, digest: Buffer): boolean {
@@ -36,6 +30,7 @@ function tokenMatches (header: string | undefined, digest: Buffer): boolean {
  */
 export function createWriteGuard (options: WriteGuardOptions): (request: FastifyRequest) => Promise<void> {
   const tokenDigest = options.ingestToken === undefined ? null : createHash('sha256').update(options.ingestToken).digest()
+  const allowedHosts = options.allowedHosts ?? []
   return async function writeGuard (request: FastifyRequest): Promise<void> {
     if (tokenDigest !== null) {
       if (!tokenMatches(request.headers.authorization, tokenDigest)) {
@@ -45,7 +40,9 @@ export function createWriteGuard (options: WriteGuardOptions): (request: Fastify
     }
     const peer = request.raw.socket.remoteAddress
     if (!isLoopbackAddress(peer)) throw new IngestNotLoopbackError(peer ?? 'unknown')
-    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+    // A loopback peer may be a browser on a page whose name was rebound to 127.0.0.1: its Host gives it away.
+    if (!isHostAllowed(request.headers.host, allowedHosts)) throw new HostNotAllowedError(request.headers.host ?? '')
+    if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins, allowedHosts)) {
       throw new OriginNotAllowedError(request.headers.origin ?? '')
     }
   }

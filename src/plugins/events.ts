@@ -16,6 +16,7 @@ import {
 } from '../events/protocol.ts'
 import { InvalidEventError, InvalidNoticeError, StorageUnavailableError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
 import type { SprintStore } from '../lib/sqlite-store.ts'
+import type { StorageGuard } from '../lib/storage-guard.ts'
 import type { ResolvedOptions } from '../options.ts'
 import { createFanOut, type Client } from '../lib/fan-out.ts'
 import { startHeartbeat } from '../lib/heartbeat.ts'
@@ -68,7 +69,7 @@ const noticeCheck = TypeCompiler.Compile(NoticeSchema)
  * back. `connect` commits and sends what is pending before it takes its
  * snapshot, so a new client sees exactly the events after its snapshot.
  */
-export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger) {
+export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger, guard?: StorageGuard) {
   const fanOut = createFanOut({ maxBufferedBytes: options.maxBufferedBytes, log })
   const listeners = new Set<EventListener>()
   let uncommitted: Uncommitted[] = []
@@ -113,8 +114,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
 
   /** The error a caller gets when its events could not be stored; the cause stays in the log. */
   function storageError (err: unknown, lost: number): Error {
+    guard?.recordFailure(err)
     log.error({ err, lost }, 'storing events failed; nothing was acknowledged or sent')
     return new StorageUnavailableError((err as { code?: string }).code ?? (err as Error).message)
+  }
+
+  /** The error while the store's files are lost (see storage-guard.ts): nothing is appended or committed any more. */
+  function lostError (): Error {
+    const health = guard?.health
+    return new StorageUnavailableError(`${health?.code ?? 'STORAGE_LOST'}: ${health?.message ?? 'the database file is gone'}; restart the service`)
   }
 
   /**
@@ -128,6 +136,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }
     const turn = uncommitted
     uncommitted = []
+    if (turn.length === 0 && !store.db.inTransaction) return
+    // The files are checked just before each commit: a commit into a deleted or replaced database
+    // "succeeds" into a file nobody will see again.
+    if (guard !== undefined && !guard.check()) {
+      if (store.db.inTransaction) store.db.exec('ROLLBACK')
+      const error = lostError()
+      for (const pending of turn) pending.reject(error)
+      return
+    }
     try {
       store.commit()
     } catch (err) {
@@ -136,6 +153,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       for (const pending of turn) pending.reject(error)
       return
     }
+    guard?.recordSuccess()
     publish(turn.map(pending => pending.json), turn.map(pending => pending.envelope))
     for (const pending of turn) pending.resolve(pending.envelope)
   }
@@ -212,6 +230,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number } = {}): Promise<Envelope<T>> {
       const details = validateEventInput({ type, payload, timestamp: options.timestamp })
       if (details.length > 0) return Promise.reject(invalid(type, details))
+      if (guard !== undefined && !guard.writable) return handled(Promise.reject(lostError()))
       let row: StoredEventRow
       try {
         store.begin()
@@ -246,12 +265,14 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       }))
       // The turn's single emits go first, so ids stay in call order.
       commitTurn()
+      if (guard !== undefined && !guard.check()) throw lostError()
       let rows: StoredEventRow[]
       try {
         rows = store.appendEvents(prepared, Date.now())
       } catch (err) {
         throw storageError(err, prepared.length)
       }
+      guard?.recordSuccess()
       const envelopes = rows.map((row, index) =>
         ({ id: row.id, type: row.type, payload: prepared[index]!.payload, timestamp: row.timestamp }) as Envelope)
       publish(rows.map(envelopeJson), envelopes)
@@ -356,7 +377,7 @@ declare module 'fastify' {
 
 /** Decorates the parent with `events`; closes every client with 1001 before the server stops. */
 const eventsPlugin: FastifyPluginAsync<EventsOptions> = async function eventsPlugin (fastify, options) {
-  const events = createEvents(fastify.sprintStore, options, fastify.log)
+  const events = createEvents(fastify.sprintStore, options, fastify.log, fastify.hasDecorator('sprintStorage') ? fastify.sprintStorage : undefined)
   fastify.decorate('events', events)
   fastify.addHook('preClose', async () => {
     await events.closeAll()

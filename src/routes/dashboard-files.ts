@@ -1,9 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import fastifyStatic from '@fastify/static'
-import { createReadStream } from 'node:fs'
-import { readdir, stat } from 'node:fs/promises'
+import { lstatSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { DataFileNotFoundError } from '../errors.ts'
+import { FileLimits } from '../events/protocol.ts'
+import { exactLengthStream, openRegularFile } from '../lib/safe-read.ts'
 import type { ResolvedOptions } from '../options.ts'
 
 /**
@@ -38,18 +40,35 @@ async function listServableFiles (root: string): Promise<Set<string>> {
   return files
 }
 
-/** Finds a whitelisted data file: the artifacts directory first, then the dashboard directory. */
-async function locateDataFile (name: string, dirs: readonly string[]): Promise<{ file: string, size: number } | null> {
+/**
+ * Opens a whitelisted data file: the artifacts directory first, then the dashboard directory. Only a
+ * regular file is opened (a FIFO or a device there is refused with SPRINT_FILE_NOT_REGULAR, not
+ * skipped: the operator should hear about it), within `FileLimits.dataFileBytes`.
+ */
+async function openDataFile (name: string, dirs: readonly string[]) {
   for (const dir of dirs) {
-    const file = path.join(dir, name)
-    try {
-      const info = await stat(file)
-      if (info.isFile()) return { file, size: info.size }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') throw err
-    }
+    const opened = await openRegularFile(path.join(dir, name), {
+      label: `${name} in ${dir}`,
+      maxBytes: FileLimits.dataFileBytes,
+      limitName: 'FileLimits.dataFileBytes'
+    })
+    if (opened !== null) return { ...opened, label: `${name} in ${dir}` }
   }
   return null
+}
+
+/**
+ * Whether a dashboard file may be handed to @fastify/static: a regular file (not a link, FIFO or
+ * device) within `FileLimits.dashboardFileBytes`, checked when it is requested, since the list made
+ * at start-up says nothing of what the name holds now. `lstat` never blocks, whatever the file.
+ */
+function isServableNow (file: string): boolean {
+  try {
+    const stats = lstatSync(file)
+    return stats.isFile() && stats.size <= FileLimits.dashboardFileBytes
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -62,14 +81,15 @@ const dashboardFiles: FastifyPluginAsyncTypebox<Pick<ResolvedOptions, 'dashboard
     const dataDirs = [options.artifactsDir, options.dashboardDir]
     for (const [name, contentType] of Object.entries(options.dataFiles)) {
       fastify.get(`/${name}`, async (_request, reply) => {
-        const found = await locateDataFile(name, dataDirs)
+        const found = await openDataFile(name, dataDirs)
         if (found === null) throw new DataFileNotFoundError(name, options.artifactsDir)
+        // Exactly the bytes stat'ed: a file that grows is cut there, one that shrinks aborts the connection.
         return reply
           .header('Content-Type', contentType)
-          .header('Content-Length', found.size)
+          .header('Content-Length', found.stats.size)
           .header('Cache-Control', 'no-cache')
           .header('X-Content-Type-Options', 'nosniff')
-          .send(createReadStream(found.file))
+          .send(exactLengthStream(found.handle, found.stats.size, found.label))
       })
     }
 
@@ -81,7 +101,8 @@ const dashboardFiles: FastifyPluginAsyncTypebox<Pick<ResolvedOptions, 'dashboard
       dotfiles: 'deny',
       allowedPath: (pathName) => {
         const relative = path.posix.normalize(pathName).replace(/^\/+/, '')
-        return servable.has(relative === '' || relative.endsWith('/') ? `${relative}index.html` : relative)
+        const file = relative === '' || relative.endsWith('/') ? `${relative}index.html` : relative
+        return servable.has(file) && isServableNow(path.join(options.dashboardDir, file))
       },
       setHeaders: (res, filePath) => {
         res.setHeader('X-Content-Type-Options', 'nosniff')

@@ -1,17 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { readFile } from 'node:fs/promises'
-import path from 'node:path'
 import { ErrorReplySchema, SprintStatusInvalidError, SprintStatusNotFoundError } from '../errors.ts'
 import type { ResolvedOptions } from '../options.ts'
-import {
-  createLastGoodSprintStatus,
-  parseSprintStatus,
-  SPRINT_STATUS_FILE,
-  SprintStatusParseError,
-  type LastGoodSprintStatus,
-  type SprintStatusDocument
-} from '../lib/sprint-status.ts'
+import { createLastGoodSprintStatus, SPRINT_STATUS_FILE, SprintStatusParseError, type LastGoodSprintStatus } from '../lib/sprint-status.ts'
+import { createSprintStatusFile } from '../lib/sprint-status-file.ts'
 
 export const SprintStatusReplySchema = Type.Object({
   development_status: Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]))
@@ -32,32 +25,26 @@ function headerValue (message: string): string {
 }
 
 /**
- * `GET /api/sprint-status`: the sprint file parsed to JSON, read on each request so it is current
- * whether or not the watcher runs. 404 when the file is absent. While it does not parse (an editor or
- * the sprint runner is half-way through writing it), the last version that did is served with 200 and
- * the parse error in `x-sprint-status-error`; 500 `SPRINT_STATUS_INVALID` only when no version ever
- * parsed. (The `error` event for a broken file is the watcher's, once per broken content.)
+/**
+ * `GET /api/sprint-status`: the sprint file parsed to JSON, checked on each request so it is current
+ * whether or not the watcher runs (an unchanged file is neither read nor parsed again). 404 when the
+ * file is absent; 413 above `FileLimits.sprintStatusBytes` (or `sprintStatusExpandedBytes` through
+ * aliases); 500 when it is not a regular file; 503 when reading or parsing takes too long. While it
+ * does not parse (an editor or the sprint runner is half-way through writing it), the last version
+ * that did is served with 200 and the parse error in `x-sprint-status-error`; 500
+ * `SPRINT_STATUS_INVALID` only when no version ever parsed. (The `error` event for a broken file is
+ * the watcher's, once per broken content.)
  */
 const sprintStatusRoute: FastifyPluginAsyncTypebox<SprintStatusRouteOptions> = async function sprintStatusRoute (fastify, options) {
-  const file = path.join(options.artifactsDir, SPRINT_STATUS_FILE)
+  const sprintStatus = createSprintStatusFile(options.artifactsDir)
   const lastGood = options.lastGood ?? createLastGoodSprintStatus()
-
-  /** The file's text, or null when it is absent. */
-  async function readText (): Promise<string | null> {
-    try {
-      return await readFile(file, 'utf8')
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code
-      if (code === 'ENOENT' || code === 'ENOTDIR') return null
-      throw error
-    }
-  }
+  fastify.addHook('onClose', async () => { await sprintStatus.close() })
 
   // The version present at start-up counts as an earlier good one, even if no request read it.
   fastify.addHook('onReady', async () => {
     try {
-      const text = await readText()
-      if (text !== null && text.trim() !== '' && lastGood.document === null) lastGood.remember(parseSprintStatus(text))
+      const snapshot = await sprintStatus.read()
+      if (snapshot.state === 'present' && !snapshot.blank && lastGood.json === null) lastGood.remember(snapshot.json)
     } catch {
       // Absent, unreadable or broken: the first request reports it.
     }
@@ -68,28 +55,33 @@ const sprintStatusRoute: FastifyPluginAsyncTypebox<SprintStatusRouteOptions> = a
       response: {
         200: SprintStatusReplySchema,
         404: ErrorReplySchema,
-        500: ErrorReplySchema
+        413: ErrorReplySchema,
+        500: ErrorReplySchema,
+        503: ErrorReplySchema
       }
     }
-  }, async (_request, reply): Promise<SprintStatusDocument> => {
-    const text = await readText()
-    if (text === null) throw new SprintStatusNotFoundError(options.artifactsDir)
-    // Empty is a file being rewritten (truncated, not yet written), as the watcher takes it: not a new good version.
-    if (text.trim() === '' && lastGood.document !== null) {
-      reply.header(SPRINT_STATUS_ERROR_HEADER, `${SPRINT_STATUS_FILE} is empty`)
-      return lastGood.document
-    }
+  }, async (_request, reply) => {
+    // The JSON text made by the parser is sent as is (Fastify does not serialise a string sent as JSON):
+    // a large document is not serialised again on the event loop. The schema still documents its shape.
+    const sendJson = (json: string): FastifyReply => reply.type('application/json; charset=utf-8').send(json as unknown as SprintStatusReply)
+    let snapshot
     try {
-      const document = parseSprintStatus(text)
-      lastGood.remember(document)
-      return document
+      snapshot = await sprintStatus.read()
     } catch (error) {
       if (!(error instanceof SprintStatusParseError)) throw error
-      const previous = lastGood.document
+      const previous = lastGood.json
       if (previous === null) throw new SprintStatusInvalidError(error.message)
       reply.header(SPRINT_STATUS_ERROR_HEADER, headerValue(error.message))
-      return previous
+      return sendJson(previous)
     }
+    if (snapshot.state === 'absent') throw new SprintStatusNotFoundError(options.artifactsDir)
+    // Blank is a file being rewritten (truncated, not yet written), as the watcher takes it: not a new good version.
+    if (snapshot.blank && lastGood.json !== null) {
+      reply.header(SPRINT_STATUS_ERROR_HEADER, `${SPRINT_STATUS_FILE} is empty`)
+      return sendJson(lastGood.json)
+    }
+    if (!snapshot.blank) lastGood.remember(snapshot.json)
+    return sendJson(snapshot.json)
   })
 }
 

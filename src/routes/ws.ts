@@ -2,7 +2,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import websocket from '@fastify/websocket'
 import type { WebSocket, RawData } from 'ws'
 import { isOriginAllowed } from '../lib/origin.ts'
-import { OriginNotAllowedError, TooManyConnectionsError } from '../errors.ts'
+import { isHostAllowed } from '../lib/host.ts'
+import { HostNotAllowedError, OriginNotAllowedError, TooManyConnectionsError } from '../errors.ts'
 import { badRequestJson, CloseCode, PONG_MESSAGE, RequestLimits, WsQuerySchema, type WsQuery } from '../events/protocol.ts'
 import type { ResolvedOptions } from '../options.ts'
 
@@ -33,7 +34,8 @@ function badRequest (socket: WebSocket, message: string): void {
  * hands the socket to `fastify.events.connect` (init + live stream) and answers
  * the client's own messages (`ping`).
  */
-const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'maxConnections'>> = async function wsRoutes (fastify, options) {
+const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'maxConnections'> & Partial<Pick<ResolvedOptions, 'allowedHosts'>>> = async function wsRoutes (fastify, options) {
+  const allowedHosts = options.allowedHosts ?? []
   // A host app that already registered @fastify/websocket keeps its settings
   // (our maxPayload and manual pong are then its to choose).
   if (!fastify.hasDecorator('websocketServer')) {
@@ -71,7 +73,9 @@ const wsRoutes: FastifyPluginAsync<Pick<ResolvedOptions, 'allowedOrigins' | 'max
     websocket: true,
     schema: { querystring: WsQuerySchema },
     onRequest: async (request) => {
-      if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins)) {
+      // DNS rebinding: a page on a name pointed at this machine sends its own name as Host (and as Origin).
+      if (!isHostAllowed(request.headers.host, allowedHosts)) throw new HostNotAllowedError(request.headers.host ?? '')
+      if (!isOriginAllowed(request.headers.origin, request.headers.host, options.allowedOrigins, allowedHosts)) {
         throw new OriginNotAllowedError(request.headers.origin ?? '')
       }
       if (fastify.events.clientCount >= options.maxConnections) {

@@ -79,3 +79,10 @@ t.test('diffStoryStatuses', async (t) => {
   t.same(diffStoryStatuses(after, after), [])
   t.same(diffStoryStatuses(new Map(), new Map([['a', 'x']])), [{ story_key: 'a', old_status: null, new_status: 'x' }])
 })
+
+t.test('merge keys (<<) are merged, as YAML 1.1 files expect, not kept as a literal key', async (t) => {
+  const document = parseSprintStatus('defaults: &defaults\n  1-1-a: backlog\n  1-2-b: backlog\ndevelopment_status:\n  <<: *defaults\n  1-2-b: done\n')
+  t.same(document.development_status, { '1-1-a': 'backlog', '1-2-b': 'done' }, 'explicit keys win over merged ones')
+  t.same([...extractStoryStatuses(document)], [['1-1-a', 'backlog'], ['1-2-b', 'done']])
+  t.same(parseSprintStatus('d: 2025-11-26\n'), { d: '2025-11-26' }, 'dates still stay strings')
+})

@@ -154,7 +154,7 @@ t.test('appendEvents is all or nothing', async t => {
   const good = { type: 'error' as const, payload: { type: 'a', message: 'b' }, payloadJson: '{"type":"a","message":"b"}' }
   t.throws(() => store.appendEvents([good, { ...good, payloadJson: null as unknown as string }], Date.now()))
   t.equal(store.countEvents(), 0)
-  t.same(store.appendEvents([good, good], 1).map(r => r.id), [1, 2])
+  t.same(store.appendEvents([good, good], 1).map(r => r.id), [3, 4], 'the rolled-back ids 1 and 2 are not given again')
 })
 
 t.test('ids are never reused after deleting', async t => {

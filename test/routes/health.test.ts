@@ -4,7 +4,8 @@ import { build, connect, listen } from '../helper.ts'
 t.test('GET /api/health reports clients, last event id and uptime', async t => {
   const { app } = await build(t)
   const before = (await app.inject({ url: '/api/health' })).json()
-  t.match(before, { status: 'ok', clients: 0, lastEventId: 0 })
+  t.match(before, { status: 'ok', storage: 'ok', clients: 0, lastEventId: 0 })
+  t.notOk('storageError' in before, 'no error while storage works')
   t.type(before.uptimeMs, 'number')
   app.events.emit('error', { type: 'x', message: 'y' })
   t.equal((await app.inject({ url: '/api/health' })).json().lastEventId, 1)

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build, connect, listen, validPayloads } from '../helper.ts'
-import { isLoopbackAddress } from '../../src/lib/write-guard.ts'
+import { isLoopbackAddress } from '../../src/lib/origin.ts'
 
 const batchStart = { type: 'batch:start', payload: validPayloads['batch:start'] }
 const commandStart = { type: 'command:start', payload: validPayloads['command:start'] }
