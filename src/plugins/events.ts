@@ -299,7 +299,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
 
     /**
      * Commits the events emitted in this turn and sends them now rather than at the end of the turn (to
-     * batched clients with their next write). It does not cut a batched wait short.
+     * batched clients with their next write). It does not cut a batched hold short.
      */
     flush (): void {
       commitTurn()
