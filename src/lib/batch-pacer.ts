@@ -19,12 +19,19 @@
  * socket, not per byte). A lagging loop holds at least as long as it lags.
  */
 
-/** Above this share of the loop spent writing one event per frame, events are held. */
-export const MAX_WRITE_SHARE = 1 / 3
+/**
+ * Above this share of the loop spent writing one event per frame, events are held. Write rounds are
+ * timed on the wall clock, which on shared cores counts time the process was descheduled: a lower
+ * share would hold events at light load, and (through HOLD_PER_WRITE) hold them longer.
+ */
+export const MAX_WRITE_SHARE = 1 / 2
 /** A hold lasts this many write rounds: (1 / MAX_WRITE_SHARE − 1), so held rounds take about MAX_WRITE_SHARE of the loop. */
 export const HOLD_PER_WRITE = 1 / MAX_WRITE_SHARE - 1
-/** Timer lag above this means the loop is busy with other work: hold even if writes look cheap. */
-export const BUSY_LAG_MS = 10
+/**
+ * Timer lag above this means the loop is far behind: hold even if writes look cheap. Well above the
+ * lag other processes on shared cores cause (tens of ms), where holding would only add latency.
+ */
+export const BUSY_LAG_MS = 50
 /** No event is held longer than this, whatever the load (the latency budget is 500 ms). */
 export const MAX_HOLD_MS = 100
 /** With this many events held, they are written at once: frames and memory stay bounded. */
