@@ -6,13 +6,29 @@ import { controlServer, LISTEN_BACKLOG, type ProgressPayload } from './server-co
 /**
  * The floor the service is measured against: a bare `ws` server speaking the
  * same protocol at /ws (an init snapshot of the last 50 events, one envelope
- * per frame, ping/pong) that serialises each event once and sends that one
- * string to every open client. No validation, storage, Fastify or heartbeat.
+ * per frame, ping/pong, and `POST /api/events` for the HTTP emitter) that
+ * serialises each event once and sends that one string to every open client.
+ * No validation, storage, Fastify or heartbeat.
  */
 
 const RECENT_EVENTS = 50
 
-const server = createServer((_request, response) => {
+const server = createServer((request, response) => {
+  // The HTTP-ingest emitter (`--emitter http`): one event per request, sent on as it arrives, as the service's route does.
+  if (request.method === 'POST' && request.url === '/api/events') {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      try {
+        const { payload } = JSON.parse(Buffer.concat(chunks).toString()) as { payload: ProgressPayload }
+        const id = emitProgress(payload)
+        response.writeHead(201, { 'content-type': 'application/json' }).end(`{"id":${id}}`)
+      } catch {
+        response.writeHead(400).end()
+      }
+    })
+    return
+  }
   response.writeHead(404).end()
 })
 // perMessageDeflate is off by default in `ws`, as it is in @fastify/websocket.
@@ -28,13 +44,14 @@ wss.on('connection', (socket) => {
   })
 })
 
-function emitProgress (payload: ProgressPayload): void {
+function emitProgress (payload: ProgressPayload): number {
   const frame = JSON.stringify({ id: ++lastId, type: 'command:progress', payload, timestamp: Date.now() })
   recent.push(frame)
   if (recent.length > RECENT_EVENTS) recent.shift()
   for (const client of wss.clients) {
     if (client.readyState === WebSocket.OPEN) client.send(frame)
   }
+  return lastId
 }
 
 server.listen({ host: '127.0.0.1', port: 0, backlog: LISTEN_BACKLOG })

@@ -100,13 +100,15 @@ function ratioRows (report: BenchReport, phase: ReportedWindow['phase']): string
     const baseline = at.filter((w) => w.server === 'baseline')
     if (baseline.length === 0) continue
     const cpu = median(baseline.map((w) => w.serverCpuUsPerDelivered))
+    const p50 = median(baseline.map((w) => w.latencyMs.p50))
     const p99 = median(baseline.map((w) => w.latencyMs.p99))
     const achieved = median(baseline.map((w) => w.achievedRate))
     const of = (batch: boolean): string[] => {
       const service = at.filter((w) => w.server === 'service' && w.batch === batch)
-      if (service.length === 0) return ['–', '–', '–']
+      if (service.length === 0) return ['–', '–', '–', '–']
       return [
         fixed(median(service.map((w) => w.serverCpuUsPerDelivered)) / cpu, 2),
+        fixed(median(service.map((w) => w.latencyMs.p50)) / p50, 2),
         fixed(median(service.map((w) => w.latencyMs.p99)) / p99, 2),
         `${fixed(median(service.map((w) => w.achievedRate)))} / ${fixed(achieved)}`
       ]
@@ -144,13 +146,15 @@ function medianTable (windows: ReportedWindow[]): string | undefined {
   )
 }
 
-const RATIO_HEADER = ['N', 'ev/s', 'rounds', 'service CPU ×', 'service p99 ×', 'ev/s achieved (service / baseline)',
-  'service+batch CPU ×', 'service+batch p99 ×', 'ev/s achieved (service+batch / baseline)']
+const RATIO_HEADER = ['N', 'ev/s', 'rounds', 'service CPU ×', 'service p50 ×', 'service p99 ×', 'ev/s achieved (service / baseline)',
+  'service+batch CPU ×', 'service+batch p50 ×', 'service+batch p99 ×', 'ev/s achieved (service+batch / baseline)']
 
 export function formatReport (report: BenchReport): string {
   const out: string[] = []
   out.push(`sprint-dashboard fan-out benchmark — ${report.startedAt}, ${report.machine.cpus} × ${report.machine.model}, Node ${report.machine.node}`)
   out.push(`command: ${report.command} (${report.durationS.toFixed(0)} s)`)
+  const emitters = [...new Set(report.windows.map((w) => w.emitter))]
+  if (emitters.length > 0) out.push(`emitter: ${emitters.join(', ')} (turn: one event per event-loop turn; burst: every due event in one turn; http: one POST /api/events per event from another process)`)
   const limits = report.fdLimit.got
   const low = limits.filter((l) => l < report.fdLimit.wanted)
   out.push(low.length === 0
@@ -165,12 +169,12 @@ export function formatReport (report: BenchReport): string {
     'which latency does not include; CPU µs/msg = server user+system over the window ÷ messages delivered; CPU % are of one core;',
     'other load = CPU used by anything else on the machine during the window)', '')
   const windowTable = (windows: ReportedWindow[]): string => table(
-    ['server', 'N', 'ev/s target', 'ev/s achieved', 'emit lag p99 ms', 'delivered', 'lost', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU µs/msg', 'server CPU %', 'client CPU %', 'other load %', 'peak RSS MiB', 'ev/frame'],
+    ['server', 'N', 'ev/s target', 'ev/s achieved', 'emit lag p99 ms', 'delivered', 'lost', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'CPU µs/msg', 'server CPU %', 'client CPU %', 'other load %', 'peak RSS MiB', 'ev/frame', 'loop lag p99 ms'],
     windows.map((w) => [
       label(w), String(w.clients), String(w.targetRate), fixed(w.achievedRate), fixed(w.scheduleLagP99Ms, 0), String(w.delivered),
       String(w.lost + w.gaps + w.duplicates), fixed(w.latencyMs.p50, 2), fixed(w.latencyMs.p99, 2), fixed(w.latencyMs.p999, 2),
       fixed(w.latencyMs.max, 2), fixed(w.serverCpuUsPerDelivered, 2), fixed(w.serverCpuPercent, 0), fixed(w.clientCpuPercent, 0),
-      fixed(w.otherLoadPercent ?? Number.NaN, 0), fixed(w.serverRssPeakMiB, 0), fixed(w.eventsPerFrame, 2)
+      fixed(w.otherLoadPercent ?? Number.NaN, 0), fixed(w.serverRssPeakMiB, 0), fixed(w.eventsPerFrame, 2), fixed(w.eventLoopDelayP99Ms, 1)
     ])
   )
   const matrix = report.windows.filter((w) => w.phase === 'matrix')

@@ -7,7 +7,7 @@ import { spawnBenchChild, WANTED_FD_LIMIT } from './child-process.ts'
 import { openSession, type ServerKind, type Session, type WindowResult } from './session.ts'
 import { formatReport, median, type BenchReport, type ConnectionRow, type ReportedWindow, type SearchResult, type StormRow } from './report.ts'
 import type { EmitCostResult } from './emit-cost.ts'
-import type { MeasureResult } from './server-control.ts'
+import { EMITTERS, type EmitterKind, type MeasureResult } from './server-control.ts'
 
 /**
  * `npm run bench` — the fan-out benchmark of issue 6: the real service against
@@ -27,14 +27,20 @@ const { values: flags } = parseArgs({
     'no-search': { type: 'boolean', default: false },
     'no-batch': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
+    emitter: { type: 'string', default: 'turn' },
     help: { type: 'boolean', default: false }
   }
 })
 
 if (flags.help) {
   console.log(`usage: npm run bench -- [--quick] [--seconds S] [--clients 100,1000] [--rates 20,200]
-       [--repeat K] [--client-procs 1|2] [--servers service,baseline] [--no-batch] [--no-search] [--profile]`)
+       [--repeat K] [--client-procs 1|2] [--servers service,baseline] [--no-batch] [--no-search] [--profile]
+       [--emitter turn|burst|http]   how events reach the server (default turn: one per event-loop turn)`)
   process.exit(0)
+}
+if (!(EMITTERS as readonly string[]).includes(flags.emitter)) {
+  console.error(`--emitter must be one of ${EMITTERS.join(', ')}, not ${flags.emitter}`)
+  process.exit(1)
 }
 
 const quick = flags.quick
@@ -49,6 +55,8 @@ const config = {
   // process (one core at most) would then be what the window measures.
   clientProcesses: Number(flags['client-procs'] ?? 2),
   servers: (flags.servers ?? 'service,baseline').split(',') as ServerKind[],
+  /** One event per turn by default: what HTTP ingest and an orchestrator's callbacks produce (issue 16). */
+  emitter: flags.emitter as EmitterKind,
   batch: !flags['no-batch'],
   search: !flags['no-search'],
   /** The search at 10,000 clients: rates tried (doubling, then bisecting) and window length. */
@@ -129,7 +137,8 @@ async function openMeasuredSession (server: ServerKind, batch: boolean, clients:
     clientProcesses: config.clientProcesses,
     serverNodeArgs: profileArgs(name, 'server'),
     clientNodeArgs: profileArgs(name, 'clients'),
-    serverEnv
+    serverEnv,
+    emitter: config.emitter
   })
   for (const limit of session.fdLimits) fdLimits.add(limit)
   try {
@@ -281,7 +290,7 @@ async function measureEmitCost (): Promise<EmitCostResult> {
 
 async function main (): Promise<void> {
   const startedAt = new Date()
-  log(`${quick ? 'quick' : 'full'} run: N ∈ {${config.clients.join(', ')}} × R ∈ {${config.rates.join(', ')}}, ${config.seconds} s windows, ` +
+  log(`${quick ? 'quick' : 'full'} run: N ∈ {${config.clients.join(', ')}} × R ∈ {${config.rates.join(', ')}}, ${config.seconds} s windows, ${config.emitter} emitter, ` +
     `${config.clientProcesses} client process(es), ${cpus().length} cores`)
 
   if (config.servers.includes('service')) {

@@ -25,10 +25,21 @@ export interface ProgressPayload {
   message: string
 }
 
+/**
+ * How the paced emitter hands events to the server: `turn` (the default) one
+ * event per event-loop turn, as HTTP ingest and an orchestrator's callbacks
+ * do; `burst` every event that fell due in one turn. `http` (events POSTed
+ * from another process) lives in http-emitter.ts.
+ */
+export type InProcessEmitter = 'turn' | 'burst'
+export type EmitterKind = InProcessEmitter | 'http'
+export const EMITTERS: readonly EmitterKind[] = ['turn', 'burst', 'http']
+
 export interface EmitRequest {
   /** Target events per second. */
   rate: number
   seconds: number
+  emitter?: InProcessEmitter
 }
 
 export interface EmitResult {
@@ -85,7 +96,7 @@ export function progressPayload (): ProgressPayload {
   }
 }
 
-/** Emits `rate` events per second for `seconds` on a fixed schedule (no drift), calling `emitProgress` once per event. */
+/** The `burst` emitter: `rate` events per second for `seconds` on a fixed schedule (no drift), every event due at a tick emitted in that one turn. */
 export function emitPaced (target: BenchTarget, { rate, seconds }: EmitRequest): Promise<EmitResult> {
   const intervalMs = 1000 / rate
   const total = Math.max(1, Math.round(rate * seconds))
@@ -146,12 +157,74 @@ export function emitPaced (target: BenchTarget, { rate, seconds }: EmitRequest):
   })
 }
 
+/**
+ * Emits `rate` events per second for `seconds`, exactly one event per event-loop turn: each event has its
+ * own timer (or, when the loop is behind schedule, its own `setImmediate`), so whatever the server does
+ * at the end of a turn runs between any two events, as between two HTTP requests. Events more than
+ * CATCH_UP_MS overdue are shed.
+ */
+export function emitOnePerTurn (target: BenchTarget, { rate, seconds }: EmitRequest): Promise<EmitResult> {
+  const intervalMs = 1000 / rate
+  const total = Math.max(1, Math.round(rate * seconds))
+  const start = performance.now()
+  let next = 0
+  let emitted = 0
+  let shed = 0
+  let emitCallMs = 0
+  let emitCallCpuUs = 0
+  let lastEmitStartedAt = start
+  const lags: number[] = []
+
+  return new Promise((resolve, reject) => {
+    const finish = (): void => {
+      const elapsedSeconds = Math.max(seconds, (lastEmitStartedAt - start + intervalMs) / 1000)
+      lags.sort((a, b) => a - b)
+      resolve({
+        emitted,
+        shed,
+        achievedRate: emitted / elapsedSeconds,
+        emitCallUs: emitCallMs * 1000,
+        emitCallCpuUs,
+        scheduleLagP99Ms: lags[Math.floor(lags.length * 0.99)] ?? 0,
+        scheduleLagMaxMs: lags[lags.length - 1] ?? 0
+      })
+    }
+    const tick = (): void => {
+      try {
+        // Shed what is too late, then emit at most one event this turn.
+        while (next < total && performance.now() - (start + next * intervalMs) > CATCH_UP_MS) {
+          shed++
+          next++
+        }
+        if (next < total && performance.now() >= start + next * intervalMs) {
+          const cpuBefore = process.cpuUsage()
+          lastEmitStartedAt = performance.now()
+          lags.push(lastEmitStartedAt - (start + next * intervalMs))
+          target.emitProgress(progressPayload())
+          emitCallMs += performance.now() - lastEmitStartedAt
+          const cpu = process.cpuUsage(cpuBefore)
+          emitCallCpuUs += cpu.user + cpu.system
+          emitted++
+          next++
+        }
+        if (next >= total) return finish()
+        const wait = start + next * intervalMs - performance.now()
+        if (wait > 0) setTimeout(tick, wait)
+        else setImmediate(tick)
+      } catch (error) {
+        reject(error)
+      }
+    }
+    tick()
+  })
+}
+
 /** Answers the runner's requests for one server under test, then reports ready. */
 export function controlServer (target: BenchTarget, extra: Record<string, unknown> = {}): void {
   let window: { startedAt: number, cpu: NodeJS.CpuUsage, rssPeak: number, sampler: NodeJS.Timeout, delay: ReturnType<typeof monitorEventLoopDelay> } | undefined
 
   serveRequests({
-    emit: (request: EmitRequest) => emitPaced(target, request),
+    emit: (request: EmitRequest) => request.emitter === 'burst' ? emitPaced(target, request) : emitOnePerTurn(target, request),
     clientCount: () => target.clientCount(),
     memory: (): MemoryResult => {
       const gc = (globalThis as { gc?: () => void }).gc

@@ -5,7 +5,7 @@ import type { CollectResult, ConnectResult, ProgressResult } from './client-harn
 import { mergeHistograms, summarise, type LatencySummary } from './latency-histogram.ts'
 import { machineCpuBetween, sampleMachineCpu, type MachineCpu } from './machine-cpu.ts'
 import { sampleTcp, tcpBetween, type TcpSample } from './tcp-stats.ts'
-import type { EmitResult, MeasureResult, MemoryResult } from './server-control.ts'
+import type { EmitResult, EmitterKind, MeasureResult, MemoryResult } from './server-control.ts'
 
 /**
  * A session is one server process under test plus the client processes
@@ -33,6 +33,8 @@ export interface SessionOptions {
   serverNodeArgs?: string[]
   clientNodeArgs?: string[]
   serverEnv?: NodeJS.ProcessEnv
+  /** How events reach the server: one per turn in-process (default), all due ones per turn, or POSTed from another process. */
+  emitter?: EmitterKind
 }
 
 export interface WindowOptions {
@@ -45,6 +47,7 @@ export interface WindowOptions {
 export interface WindowResult {
   server: ServerKind
   batch: boolean
+  emitter: EmitterKind
   clients: number
   targetRate: number
   seconds: number
@@ -70,6 +73,8 @@ export interface WindowResult {
   scheduleLagP99Ms: number
   scheduleLagMaxMs: number
   eventLoopDelayMaxMs: number
+  /** The server's event-loop delay over the window (10 ms resolution), p99. */
+  eventLoopDelayP99Ms: number
   clientCpuPercent: number
   /** Messages per WebSocket frame seen by the clients (1 without batching). */
   eventsPerFrame: number
@@ -107,11 +112,13 @@ export interface Session {
 
 export async function openSession (options: SessionOptions): Promise<Session> {
   const batch = options.batch ?? false
+  const emitter = options.emitter ?? 'turn'
   const processCount = Math.max(1, Math.min(options.clientProcesses ?? 1, options.clients || 1))
   // Started side by side: each child pays a tsx start-up of about a second.
   const started = await Promise.allSettled([
     spawnBenchChild(SERVER_SCRIPTS[options.server], [], { nodeArgs: ['--expose-gc', ...(options.serverNodeArgs ?? [])], env: options.serverEnv }),
-    ...Array.from({ length: processCount }, () => spawnBenchChild('./client-harness.ts', [], { nodeArgs: options.clientNodeArgs }))
+    ...Array.from({ length: processCount }, () => spawnBenchChild('./client-harness.ts', [], { nodeArgs: options.clientNodeArgs })),
+    ...(emitter === 'http' ? [spawnBenchChild('./http-emitter.ts')] : [])
   ])
   const children = started.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
   const failure = started.find((result) => result.status === 'rejected')
@@ -119,7 +126,9 @@ export async function openSession (options: SessionOptions): Promise<Session> {
     await Promise.all(children.map((child) => child.close()))
     throw failure.reason
   }
-  const [server, ...clientProcesses] = children as [BenchChild, ...BenchChild[]]
+  const [server, ...others] = children as [BenchChild, ...BenchChild[]]
+  const httpEmitter = emitter === 'http' ? others.pop() : undefined
+  const clientProcesses = others
   const url = `ws://127.0.0.1:${server.ready.port as number}/ws${batch ? '?batch=1' : ''}`
   const onEach = <T>(command: string, args?: unknown, timeoutMs?: number): Promise<T[]> =>
     Promise.all(clientProcesses.map((child) => child.request<T>(command, args, timeoutMs)))
@@ -174,7 +183,9 @@ export async function openSession (options: SessionOptions): Promise<Session> {
       await server.request('measureStart')
       const machineBefore = sampleMachineCpu()
       const tcpBefore = sampleTcp()
-      const emit = await server.request<EmitResult>('emit', { rate, seconds }, seconds * 1000 + 120_000)
+      const emit = httpEmitter === undefined
+        ? await server.request<EmitResult>('emit', { rate, seconds, emitter }, seconds * 1000 + 120_000)
+        : await httpEmitter.request<EmitResult>('emit', { rate, seconds, port: server.ready.port }, seconds * 1000 + 120_000)
       const emitEndedAt = performance.now()
       const expected = emit.emitted * openAtStart
 
@@ -205,6 +216,7 @@ export async function openSession (options: SessionOptions): Promise<Session> {
       return {
         server: options.server,
         batch,
+        emitter,
         clients: openAtStart,
         targetRate: rate,
         seconds,
@@ -226,6 +238,7 @@ export async function openSession (options: SessionOptions): Promise<Session> {
         scheduleLagP99Ms: emit.scheduleLagP99Ms,
         scheduleLagMaxMs: emit.scheduleLagMaxMs,
         eventLoopDelayMaxMs: measured.eventLoopDelayMaxMs,
+        eventLoopDelayP99Ms: measured.eventLoopDelayP99Ms,
         clientCpuPercent,
         eventsPerFrame: frames === 0 ? 0 : deliveredTotal / frames,
         drainMs,
@@ -249,7 +262,7 @@ export async function openSession (options: SessionOptions): Promise<Session> {
     },
 
     async close (): Promise<void> {
-      await Promise.all(clientProcesses.map((child) => child.close()))
+      await Promise.all([...clientProcesses, ...(httpEmitter === undefined ? [] : [httpEmitter])].map((child) => child.close()))
       await server.close()
     }
   }

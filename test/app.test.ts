@@ -63,7 +63,7 @@ t.test(':memory: works and two instances keep separate stores', async t => {
   await a.register(sprintDashboard, { dbPath: ':memory:' })
   await b.register(sprintDashboard, { dbPath: ':memory:' })
   await Promise.all([a.ready(), b.ready()])
-  a.events.emit('error', { type: 'x', message: 'only a' })
+  await a.events.emit('error', { type: 'x', message: 'only a' })
   t.equal(a.events.lastEventId, 1)
   t.equal(b.events.lastEventId, 0)
 })

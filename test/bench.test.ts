@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { openConnectedSession, type ServerKind } from '../bench/session.ts'
 import { formatReport, type BenchReport } from '../bench/report.ts'
+import type { EmitterKind } from '../bench/server-control.ts'
 import { readCounter, tcpBetween } from '../bench/tcp-stats.ts'
 import { parseDecimal, readProgress } from '../bench/progress-reader.ts'
 
@@ -9,16 +10,19 @@ import { parseDecimal, readProgress } from '../bench/progress-reader.ts'
 // every event. It checks that the numbers exist and add up, never how fast
 // they are: timing belongs to the benchmark's output, not to a test.
 
-const variants: Array<{ server: ServerKind, batch: boolean }> = [
-  { server: 'baseline', batch: false },
-  { server: 'service', batch: false },
-  { server: 'service', batch: true }
+const variants: Array<{ server: ServerKind, batch: boolean, emitter: EmitterKind }> = [
+  { server: 'baseline', batch: false, emitter: 'turn' },
+  { server: 'service', batch: false, emitter: 'turn' },
+  { server: 'service', batch: true, emitter: 'turn' },
+  { server: 'service', batch: true, emitter: 'burst' },
+  { server: 'baseline', batch: false, emitter: 'http' },
+  { server: 'service', batch: true, emitter: 'http' }
 ]
 
-for (const { server, batch } of variants) {
-  test(`bench harness against the ${server}${batch ? ' with ?batch=1' : ''}`, async (t) => {
+for (const { server, batch, emitter } of variants) {
+  test(`bench harness against the ${server}${batch ? ' with ?batch=1' : ''}, ${emitter} emitter`, async (t) => {
     const clients = 5
-    const session = await openConnectedSession({ server, batch, clients, connectConcurrency: clients })
+    const session = await openConnectedSession({ server, batch, clients, connectConcurrency: clients, emitter })
     t.teardown(() => session.close())
 
     const storm = await session.storm(clients)
@@ -28,6 +32,7 @@ for (const { server, batch } of variants) {
 
     const window = await session.measure({ rate: 200, seconds: 0.5 })
     t.equal(window.clients, clients, 'every client was connected when the window started')
+    t.equal(window.emitter, emitter)
     t.ok(window.emitted > 0, 'the emitter emitted')
     t.equal(window.expected, window.emitted * clients)
     t.equal(window.delivered, window.expected, 'every event reached every client')
@@ -42,6 +47,7 @@ for (const { server, batch } of variants) {
     t.ok(window.serverCpuUsPerDelivered > 0, 'server CPU per message is measured')
     t.ok(window.serverRssPeakMiB > 0, 'server RSS is measured')
     t.ok(window.eventsPerFrame >= 1, 'every frame carries at least one event')
+    t.ok(Number.isFinite(window.eventLoopDelayP99Ms) && window.eventLoopDelayP99Ms > 0, 'loop lag p99 is measured')
     if (!batch) t.equal(window.eventsPerFrame, 1, 'plain clients get one event per frame')
 
     const report: BenchReport = {

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import type { FastifyBaseLogger } from 'fastify'
@@ -76,6 +77,51 @@ export function startCheckpointer (db: Database, dbPath: string, log: FastifyBas
       await Promise.race([exited, new Promise<void>(resolve => { grace = setTimeout(resolve, CLOSE_GRACE_MS) })])
       clearTimeout(grace)
       await worker.terminate()
+    }
+  }
+}
+
+/**
+ * `startCheckpointer`, once there is something to checkpoint. The worker is a second V8 isolate with
+ * its own SQLite connection (and, from source, its own TypeScript loader): memory an idle service
+ * does not need. Its WAL is emptied now; a one-`stat` timer (unref'd) then starts the worker the
+ * first time the WAL holds anything. Until then nothing can outgrow SQLite's own autocheckpoint.
+ */
+export function startCheckpointerOnFirstWrite (db: Database, dbPath: string, log: FastifyBaseLogger, intervalMs = CHECKPOINT_INTERVAL_MS) {
+  const walPath = `${dbPath}-wal`
+  let started: ReturnType<typeof startCheckpointer> | null = null
+  let closed = false
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)')
+  } catch (err) {
+    log.warn({ err }, 'WAL checkpoint at start-up failed; the checkpointer starts at once')
+  }
+  const start = (): void => {
+    clearInterval(watch)
+    if (closed || started !== null) return
+    try {
+      started = startCheckpointer(db, dbPath, log, intervalMs)
+    } catch (err) {
+      // No worker threads here (e.g. a permission model): SQLite's own checkpointing still works.
+      log.warn({ err }, 'WAL checkpointer could not start; checkpointing on the main connection')
+    }
+  }
+  const watch = setInterval(() => {
+    if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) > 0) start()
+  }, intervalMs)
+  watch.unref()
+  if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) > 0) start()
+
+  return {
+    /** Whether the worker thread runs (false until the first write). */
+    get started (): boolean {
+      return started !== null
+    },
+
+    async close (): Promise<void> {
+      closed = true
+      clearInterval(watch)
+      await started?.close()
     }
   }
 }

@@ -2,22 +2,12 @@ import type { FastifyBaseLogger } from 'fastify'
 import { WebSocket } from 'ws'
 import { CloseCode } from '../events/protocol.ts'
 import { sendFramed, textFrame } from './ws-frames.ts'
+import { createBatchPacer } from './batch-pacer.ts'
 
 /** How long a socket closed as a slow consumer gets to finish the closing handshake before it is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 5000
 /** How long `closeAll` waits for clients to answer the 1001 close frame before destroying their sockets. */
 const SHUTDOWN_GRACE_MS = 2000
-/**
- * When a batched write carried more than one event (events arrive faster than
- * writes go out), the next batched write waits this share of the time that
- * write took, so each frame carries what piled up meanwhile: fewer, larger
- * writes, and the cost per event falls as load rises. A write of one event
- * sets no wait, so at moderate load batched clients get events as soon as
- * plain ones. How the factor was chosen, with the runs that compared
- * alternatives: bench/RESULTS.md, "Batched clients: the wait after a multi-event write".
- */
-const BATCHED_WAIT_FACTOR = 0.5
-
 /** One connected WebSocket client as the fan-out and the heartbeat see it. */
 export interface Client {
   socket: WebSocket
@@ -30,12 +20,15 @@ export interface FanOutOptions {
   /** A socket with more unsent bytes than this is closed with 1013 `slow consumer`. */
   maxBufferedBytes: number
   log: FastifyBaseLogger
+  /** Milliseconds, monotonic, for the batch pacer; tests inject one. */
+  now?: () => number
 }
 
 /**
  * The client sets and the writes to them: every event goes to plain clients
  * one frame per event as soon as it is sent, and to batched clients with the
- * next batched write, several events per frame. Each write is framed once and
+ * next batched write (at once, or after a hold when load calls for it: see
+ * batch-pacer.ts), several events per frame. Each write is framed once and
  * the same bytes go to every socket. A client that is not keeping up is closed
  * with 1013 so it resumes with `since`; one whose write throws is terminated
  * for the same reason.
@@ -48,8 +41,8 @@ export function createFanOut (options: FanOutOptions) {
   /** Events already sent to plain clients and waiting for the next batched write, oldest first. */
   let batchedPending: string[] = []
   let batchedTimer: NodeJS.Timeout | null = null
-  /** `performance.now()` before which the next batched write does not start. */
-  let batchedNotBefore = 0
+  /** Whether batched events wait, and how long: see batch-pacer.ts. */
+  const pacer = createBatchPacer({ now: options.now })
   const slowCloseTimers = new Set<NodeJS.Timeout>()
 
   function remove (client: Client): void {
@@ -124,10 +117,29 @@ export function createFanOut (options: FanOutOptions) {
     if (batchedPending.length === 0) return
     const jsons = batchedPending
     batchedPending = []
-    const started = performance.now()
+    const started = pacer.now()
     write(batchedClients, jsons, true)
-    const ended = performance.now()
-    batchedNotBefore = jsons.length > 1 ? ended + BATCHED_WAIT_FACTOR * (ended - started) : 0
+    pacer.wrote(pacer.now() - started)
+  }
+
+  /**
+   * Writes the batched clients' pending events now, or holds them when the pacer says the load
+   * calls for it (one hold at a time; what arrives meanwhile joins the same frame).
+   */
+  function scheduleBatched (): void {
+    if (batchedTimer !== null) {
+      // Held: the frame grows, up to the pacer's bound.
+      if (pacer.holdMs(batchedPending.length) === 0) writeBatched()
+      return
+    }
+    const hold = pacer.holdMs(batchedPending.length)
+    if (hold === 0) return writeBatched()
+    const dueAt = pacer.now() + hold
+    batchedTimer = setTimeout(() => {
+      batchedTimer = null
+      pacer.lagged(pacer.now() - dueAt)
+      writeBatched()
+    }, hold)
   }
 
   return {
@@ -138,10 +150,8 @@ export function createFanOut (options: FanOutOptions) {
       // With no batched client nothing waits: one that connects later starts from its init.
       if (batchedClients.size === 0) return
       for (const json of jsons) batchedPending.push(json)
-      if (batchedTimer !== null) return
-      const wait = batchedNotBefore - performance.now()
-      if (wait > 0) batchedTimer = setTimeout(writeBatched, wait)
-      else writeBatched()
+      pacer.arrived(jsons.length)
+      scheduleBatched()
     },
 
     /** Writes what waits for the batched clients now: before a new client's snapshot, and before shutdown. */

@@ -305,9 +305,9 @@ export function createStore (dbPath: string) {
     history,
 
     /**
-     * Opens a transaction that later appends join until `commit()`. The
-     * broadcaster groups every emit of one event-loop turn this way: one commit
-     * per turn instead of one per event (see docs/durability.md).
+     * Opens a transaction that later appends join until `commit()`. (The
+     * broadcaster no longer holds one open across emits: its group commit
+     * stores queued events with `appendEvents`, see docs/durability.md.)
      */
     begin (): void {
       if (!db.inTransaction) statements.begin.run()

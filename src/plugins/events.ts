@@ -34,10 +34,12 @@ export interface ConnectRequest {
 type EventsOptions = Pick<ResolvedOptions, 'recentEvents' | 'retainEvents' | 'maxReplay' | 'maxBufferedBytes' |
 'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>
 
-/** An event stored in this turn's open transaction, waiting for its commit. */
+/** A validated event waiting for the next group commit, which stores and commits it with the others. */
 interface Uncommitted {
-  json: string
-  envelope: Envelope
+  type: EventTypeName
+  payload: unknown
+  payloadJson: string
+  timestamp: number
   resolve: (envelope: Envelope) => void
   reject: (error: Error) => void
 }
@@ -55,16 +57,28 @@ function handled<T> (promise: Promise<T>): Promise<T> {
 /** Events pruned per step; each step is its own turn, so a large backlog never blocks the loop. */
 const PRUNE_CHUNK = 5000
 
+/**
+ * Group commit. Emitted events wait in memory and are stored and committed together, then published.
+ * After a commit, the next one waits until this long after it, so events arriving one per turn (HTTP
+ * ingest, an orchestrator's callbacks) share a transaction instead of paying one each; an event that
+ * comes after a quiet spell is committed at the end of its turn, so light load adds no latency. See
+ * docs/durability.md for what this trades.
+ */
+export const GROUP_COMMIT_WINDOW_MS = 2
+/** A group with this many events is committed at the end of the turn, window or not: bounded memory and commit time. */
+export const GROUP_COMMIT_MAX_EVENTS = 1000
+
 const noticeCheck = TypeCompiler.Compile(NoticeSchema)
 
 /**
  * The broadcaster: validates, stores and fans out events to every connected
  * WebSocket client. Decorated as `fastify.events`.
  *
- * Ordering and durability: `emit` validates and appends (ids in call order);
- * the events of one event-loop turn are committed in one transaction at the
- * end of the turn, and only then are they written to the sockets, given to
- * `onEvent` listeners and resolved to their callers, in id order. So no client,
+ * Ordering and durability: `emit` validates and queues (ids in call order);
+ * queued events are stored and committed in one transaction (a group commit:
+ * at the end of the turn, or up to `GROUP_COMMIT_WINDOW_MS` after the previous
+ * commit), and only then are they written to the sockets, given to `onEvent`
+ * listeners and resolved to their callers, in id order. So no client,
  * listener or caller ever holds an event a crash or a failed commit could take
  * back. `connect` commits and sends what is pending before it takes its
  * snapshot, so a new client sees exactly the events after its snapshot.
@@ -73,7 +87,9 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
   const fanOut = createFanOut({ maxBufferedBytes: options.maxBufferedBytes, log })
   const listeners = new Set<EventListener>()
   let uncommitted: Uncommitted[] = []
-  let commitScheduled: NodeJS.Immediate | null = null
+  /** The pending group commit: an immediate (end of turn) or a timer (end of the window). */
+  let commitScheduled: { endOfTurn: boolean, cancel: () => void } | null = null
+  let lastCommitAt = Number.NEGATIVE_INFINITY
   /**
    * The `init` of a client that is not resuming, encoded and framed once and
    * shared by every such connect until the stored events change: a connection
@@ -125,37 +141,58 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     return new StorageUnavailableError(`${health?.code ?? 'STORAGE_LOST'}: ${health?.message ?? 'the database file is gone'}; restart the service`)
   }
 
+  /** Schedules the group commit for the events just queued: see GROUP_COMMIT_WINDOW_MS. */
+  function scheduleCommit (): void {
+    const wait = lastCommitAt + GROUP_COMMIT_WINDOW_MS - performance.now()
+    const endOfTurn = wait <= 0 || uncommitted.length >= GROUP_COMMIT_MAX_EVENTS
+    if (commitScheduled !== null) {
+      if (!endOfTurn || commitScheduled.endOfTurn) return
+      commitScheduled.cancel()
+    }
+    if (endOfTurn) {
+      const immediate = setImmediate(commitTurn)
+      commitScheduled = { endOfTurn, cancel: () => clearImmediate(immediate) }
+    } else {
+      const timer = setTimeout(commitTurn, wait)
+      commitScheduled = { endOfTurn, cancel: () => clearTimeout(timer) }
+    }
+  }
+
   /**
-   * Commits the turn's transaction, then publishes its events. Sockets never see an
+   * Stores and commits the queued events in one transaction, then publishes them. Sockets never see an
    * event before it is durable, so a client's last id always survives a crash.
    */
   function commitTurn (): void {
     if (commitScheduled !== null) {
-      clearImmediate(commitScheduled)
+      commitScheduled.cancel()
       commitScheduled = null
     }
-    const turn = uncommitted
+    const group = uncommitted
+    if (group.length === 0) return
     uncommitted = []
-    if (turn.length === 0 && !store.db.inTransaction) return
+    lastCommitAt = performance.now()
     // The files are checked just before each commit: a commit into a deleted or replaced database
     // "succeeds" into a file nobody will see again.
     if (guard !== undefined && !guard.check()) {
-      if (store.db.inTransaction) store.db.exec('ROLLBACK')
       const error = lostError()
-      for (const pending of turn) pending.reject(error)
+      for (const pending of group) pending.reject(error)
       return
     }
+    let rows: StoredEventRow[]
     try {
-      store.commit()
+      rows = store.appendEvents(group, Date.now())
     } catch (err) {
       if (store.db.inTransaction) store.db.exec('ROLLBACK')
-      const error = storageError(err, turn.length)
-      for (const pending of turn) pending.reject(error)
+      const error = storageError(err, group.length)
+      for (const pending of group) pending.reject(error)
       return
     }
     guard?.recordSuccess()
-    publish(turn.map(pending => pending.json), turn.map(pending => pending.envelope))
-    for (const pending of turn) pending.resolve(pending.envelope)
+    const envelopes = rows.map((row, index) =>
+      ({ id: row.id, type: row.type, payload: group[index]!.payload, timestamp: row.timestamp }) as Envelope)
+    publish(rows.map(envelopeJson), envelopes)
+    schedulePrune(rows.at(-1)?.id ?? 0)
+    for (let index = 0; index < group.length; index++) group[index]!.resolve(envelopes[index]!)
   }
 
   function invalid (type: unknown, details: ErrorDetail[]): Error {
@@ -217,8 +254,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
 
   return {
     /**
-     * Validates and stores one event; resolves to its envelope once it is committed (at the end of
-     * the current event-loop turn, with the turn's other events) and on its way to every client.
+     * Validates and queues one event; resolves to its envelope once it is stored and committed (with the
+     * other events of its group commit, see GROUP_COMMIT_WINDOW_MS) and on its way to every client.
      * Rejects with `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad
      * type or payload, and with `SPRINT_STORAGE_UNAVAILABLE` (503) when the commit fails.
      *
@@ -231,19 +268,18 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       const details = validateEventInput({ type, payload, timestamp: options.timestamp })
       if (details.length > 0) return Promise.reject(invalid(type, details))
       if (guard !== undefined && !guard.writable) return handled(Promise.reject(lostError()))
-      let row: StoredEventRow
+      let payloadJson: string
       try {
-        store.begin()
-        row = store.appendEvent(type, payload, JSON.stringify(payload), options.timestamp ?? Date.now())
+        payloadJson = JSON.stringify(payload)
       } catch (err) {
         return handled(Promise.reject(storageError(err, 1)))
       }
-      commitScheduled ??= setImmediate(commitTurn)
-      const envelope = { id: row.id, type, payload, timestamp: row.timestamp } as Envelope<T>
-      schedulePrune(row.id)
-      return handled(new Promise<Envelope<T>>((resolve, reject) => {
-        uncommitted.push({ json: envelopeJson(row), envelope: envelope as Envelope, resolve: resolve as (envelope: Envelope) => void, reject })
+      const timestamp = options.timestamp ?? Date.now()
+      const promise = handled(new Promise<Envelope<T>>((resolve, reject) => {
+        uncommitted.push({ type, payload, payloadJson, timestamp, resolve: resolve as (envelope: Envelope) => void, reject })
       }))
+      scheduleCommit()
+      return promise
     },
 
     /**
@@ -263,7 +299,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         payloadJson: JSON.stringify(input.payload),
         timestamp: input.timestamp
       }))
-      // The turn's single emits go first, so ids stay in call order.
+      // Queued single emits go first, so ids stay in call order.
       commitTurn()
       if (guard !== undefined && !guard.check()) throw lostError()
       let rows: StoredEventRow[]
@@ -292,14 +328,14 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         const details = [...noticeCheck.Errors(notice)].map(e => ({ path: e.path, message: e.message }))
         throw withDetails(new InvalidNoticeError(details.map(d => `${d.path}: ${d.message}`).join('; ')), details)
       }
-      // Stored events of this turn go out first, so a notice never overtakes them.
+      // Queued events are committed and go out first, so a notice never overtakes them.
       commitTurn()
       fanOut.sendToAll(noticeJson(notice))
     },
 
     /**
-     * Commits the events emitted in this turn and sends them now rather than at the end of the turn (to
-     * batched clients with their next write). It does not cut a batched wait short.
+     * Commits the queued events and sends them now rather than with the next group commit (to
+     * batched clients with their next write). It does not cut a batched hold short.
      */
     flush (): void {
       commitTurn()
@@ -328,9 +364,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     connect (socket: WebSocket, request: ConnectRequest = {}): void {
       // Closed or closing before it got here: nothing may be sent after a close frame.
       if (socket.readyState !== WebSocket.OPEN) return
-      // The turn's uncommitted events are visible to this connection's reads, so
-      // they would be in the snapshot: commit and send them to the others first,
-      // batched clients included, or a new batched client would get them twice.
+      // Queued events are committed and sent to the others first, and so are the events held for
+      // batched clients: the snapshot then has them all, and a new batched client gets none twice.
       commitTurn()
       fanOut.flushBatched()
       if (request.since === undefined) {

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { createStore, type SprintStore } from '../lib/sqlite-store.ts'
-import { startCheckpointer } from '../lib/checkpointer.ts'
+import { startCheckpointerOnFirstWrite } from '../lib/checkpointer.ts'
 import { acquireDatabaseLock } from '../lib/database-lock.ts'
 import { createStorageGuard, type StorageGuard } from '../lib/storage-guard.ts'
 import type { ResolvedOptions } from '../options.ts'
@@ -33,10 +33,11 @@ const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async f
   if (store.migration.applied.length > 0) {
     fastify.log.info({ from: store.migration.from, to: store.migration.to, applied: store.migration.applied }, 'database schema upgraded')
   }
-  let checkpointer: ReturnType<typeof startCheckpointer> | null = null
+  let checkpointer: ReturnType<typeof startCheckpointerOnFirstWrite> | null = null
   if (!store.db.memory) {
     try {
-      checkpointer = startCheckpointer(store.db, options.dbPath, fastify.log)
+      // Not before the first write: an idle service holds no worker thread.
+      checkpointer = startCheckpointerOnFirstWrite(store.db, options.dbPath, fastify.log)
     } catch (err) {
       // No worker threads here (e.g. a permission model): SQLite's own checkpointing still works.
       fastify.log.warn({ err }, 'WAL checkpointer could not start; checkpointing on the main connection')

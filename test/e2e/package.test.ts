@@ -96,15 +96,15 @@ import { createInterface } from 'node:readline'
 const app = Fastify()
 await app.register(sprintDashboard, { prefix: '/sprint', dbPath: process.argv[2] })
 await app.listen({ host: '127.0.0.1', port: 0 })
-// The WAL checkpointer's worker (dist/lib/checkpoint-worker.js) raises this pragma once it runs.
+// The WAL checkpointer's worker (dist/lib/checkpoint-worker.js) starts at the first write and raises this pragma once it runs.
 const autocheckpoint = () => app.sprintStore.db.pragma('wal_autocheckpoint', { simple: true })
-for (const deadline = Date.now() + 10000; autocheckpoint() !== 10000 && Date.now() < deadline;) await new Promise(resolve => setTimeout(resolve, 20))
-console.log(JSON.stringify({ url: 'http://127.0.0.1:' + app.server.address().port + '/sprint', autocheckpoint: autocheckpoint() }))
+console.log(JSON.stringify({ url: 'http://127.0.0.1:' + app.server.address().port + '/sprint' }))
 // One event per stdin line; the stored envelope is printed back. The end of stdin closes the app.
 for await (const line of createInterface({ input: process.stdin })) {
   const { type, payload } = JSON.parse(line)
   const envelope = await app.events.emit(type, payload)
-  console.log(JSON.stringify({ emitted: envelope }))
+  for (const deadline = Date.now() + 10000; autocheckpoint() !== 10000 && Date.now() < deadline;) await new Promise(resolve => setTimeout(resolve, 20))
+  console.log(JSON.stringify({ emitted: envelope, autocheckpoint: autocheckpoint() }))
 }
 await app.close()
 `
@@ -170,15 +170,15 @@ t.test('the packed tarball installs into a plain JavaScript host and works there
   const app = spawn(process.execPath, ['host.mjs', path.join(dir, 'host.db')], { cwd: host, env: hostEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
   const appExited = once(app, 'exit')
   t.teardown(() => { app.kill('SIGKILL') })
-  const { url, autocheckpoint } = await jsonLine(app, value => typeof value.url === 'string')
+  const { url } = await jsonLine(app, value => typeof value.url === 'string')
   t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/sprint$/)
-  t.equal(autocheckpoint, 10_000, 'the checkpointer\'s worker runs from the compiled file')
   const { client, init } = await connect(t, url.replace(/^http/, 'ws') + '/ws')
   t.equal(init.type, 'init', 'the page protocol answers under the prefix')
 
   const emitted = jsonLine(app, value => value.emitted !== undefined)
   app.stdin!.write(JSON.stringify({ type: 'batch:start', payload: validPayloads['batch:start'] }) + '\n')
-  const { emitted: envelope } = await emitted
+  const { emitted: envelope, autocheckpoint } = await emitted
+  t.equal(autocheckpoint, 10_000, 'the checkpointer\'s worker runs from the compiled file, started by the first write')
   t.match(envelope, { id: 1, type: 'batch:start', payload: validPayloads['batch:start'] }, 'await app.events.emit resolves with the stored envelope')
   t.same(await client.next(10_000), envelope, 'and the WebSocket client receives it')
 

@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs'
 import path from 'node:path'
 import Fastify from 'fastify'
 import { createStore } from '../../src/lib/sqlite-store.ts'
-import { startCheckpointer } from '../../src/lib/checkpointer.ts'
+import { startCheckpointer, startCheckpointerOnFirstWrite } from '../../src/lib/checkpointer.ts'
 import { listen, tempDir, waitFor } from '../helper.ts'
 
 const autocheckpoint = (db: { pragma: (source: string, options: { simple: true }) => unknown }): unknown =>
@@ -37,6 +37,8 @@ t.test('with the service running, the worker copies the WAL into the database fi
   const emit = (tag: string): void => {
     app.events.emitMany(Array.from({ length: 1000 }, (_, n) => ({ type: 'error', payload: { type: 'x', message: `event ${tag}-${n}` } })))
   }
+  // The worker starts with the first write.
+  await app.events.emit('error', { type: 'x', message: 'first write' })
   await waitFor(() => autocheckpoint(app.sprintStore.db) === 10_000)
   const before = statSync(dbPath).size
   for (let i = 0; i < 3; i++) emit(`a${i}`)
@@ -58,8 +60,11 @@ t.test('with the service running, the worker copies the WAL into the database fi
 t.test('a database in memory gets no checkpointer', async t => {
   const { app } = await listen(t, { dbPath: ':memory:' })
   t.equal(app.sprintStore.db.memory, true)
-  // Started after it, a file database's worker raising its backstop shows that one would have had time to.
+  // Started after it, a file database's worker (started by its first write) raising its backstop shows that one
+  // would have had time to.
   const { app: withFile } = await listen(t)
+  await app.events.emit('error', { type: 'x', message: 'a write' })
+  await withFile.events.emit('error', { type: 'x', message: 'a write' })
   await waitFor(() => autocheckpoint(withFile.sprintStore.db) === 10_000)
   t.equal(autocheckpoint(app.sprintStore.db), 1000)
 })
@@ -77,4 +82,21 @@ t.test('if the worker dies, the main connection checkpoints again and says so', 
   t.teardown(() => checkpointer.close())
   await waitFor(() => autocheckpoint(store.db) === 1000)
   t.match(warnings[0], /WAL checkpointer (failed|exited)/)
+})
+
+t.test('an idle service runs no checkpoint worker: it starts with the first write', async t => {
+  const dir = await tempDir(t)
+  const dbPath = path.join(dir, 'a.db')
+  const store = createStore(dbPath)
+  t.teardown(() => store.close())
+  const checkpointer = startCheckpointerOnFirstWrite(store.db, dbPath, Fastify().log, 20)
+  t.teardown(() => checkpointer.close())
+  t.equal(statSync(`${dbPath}-wal`).size, 0, 'the WAL is emptied at start')
+  // Ten rounds of the watch with nothing written.
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.equal(checkpointer.started, false, 'no worker while nothing is written')
+  t.equal(autocheckpoint(store.db), 1000, 'SQLite checkpoints by itself meanwhile')
+  fill(store.db, 1)
+  await waitFor(() => checkpointer.started && autocheckpoint(store.db) === 10_000)
+  t.pass('the first write started the worker')
 })

@@ -7,7 +7,7 @@ t.test('GET /api/health reports clients, last event id and uptime', async t => {
   t.match(before, { status: 'ok', storage: 'ok', clients: 0, lastEventId: 0 })
   t.notOk('storageError' in before, 'no error while storage works')
   t.type(before.uptimeMs, 'number')
-  app.events.emit('error', { type: 'x', message: 'y' })
+  await app.events.emit('error', { type: 'x', message: 'y' })
   t.equal((await app.inject({ url: '/api/health' })).json().lastEventId, 1)
 })
 
