@@ -71,6 +71,8 @@ export interface SprintDashboardOptions {
   watchSprintStatus?: boolean
   /** The orchestrator the dashboard starts and stops. Without it the orchestrator routes answer 501. */
   orchestrator?: OrchestratorOptions
+  /** Serve `GET /metrics` (Prometheus text format, see docs/metrics.md). Default false (the standalone server turns it on). */
+  metrics?: boolean
 }
 
 /** Options after defaults: what the plugins read. */
@@ -164,6 +166,7 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
     allowedHosts,
     ingestToken: options.ingestToken,
     watchSprintStatus: options.watchSprintStatus ?? false,
+    metrics: options.metrics ?? false,
     orchestrator: resolveOrchestrator(options.orchestrator)
   }
 }
