@@ -148,6 +148,10 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
   if (options.ingestToken !== undefined && (typeof options.ingestToken !== 'string' || options.ingestToken.length === 0)) {
     throw new InvalidOptionError('ingestToken', 'expected a non-empty string')
   }
+  // A string such as "false" from a config file would otherwise turn the route on.
+  if (options.metrics !== undefined && typeof options.metrics !== 'boolean') {
+    throw new InvalidOptionError('metrics', `expected true or false, got ${JSON.stringify(options.metrics)}`)
+  }
   return {
     prefix,
     dbPath: options.dbPath ?? 'sprint-runner.db',
