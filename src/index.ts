@@ -16,6 +16,7 @@ export type { OrchestratorSupervisor, OrchestratorStatus, LastExit } from './plu
 export * from './events/schemas.ts'
 export { validateEvent } from './events/validate.ts'
 export type { SprintEvents, EventListener } from './plugins/events.ts'
+export type { SprintStats } from './lib/stats.ts'
 export * from './events/protocol.ts'
 export type { SprintStore } from './lib/sqlite-store.ts'
 export type {} from './plugins/store.ts'

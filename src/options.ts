@@ -71,6 +71,8 @@ export interface SprintDashboardOptions {
   watchSprintStatus?: boolean
   /** The orchestrator the dashboard starts and stops. Without it the orchestrator routes answer 501. */
   orchestrator?: OrchestratorOptions
+  /** Serve `GET /metrics` (Prometheus text format, see docs/metrics.md). Default false (the standalone server turns it on). */
+  metrics?: boolean
 }
 
 /** Options after defaults: what the plugins read. */
@@ -146,6 +148,10 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
   if (options.ingestToken !== undefined && (typeof options.ingestToken !== 'string' || options.ingestToken.length === 0)) {
     throw new InvalidOptionError('ingestToken', 'expected a non-empty string')
   }
+  // A string such as "false" from a config file would otherwise turn the route on.
+  if (options.metrics !== undefined && typeof options.metrics !== 'boolean') {
+    throw new InvalidOptionError('metrics', `expected true or false, got ${JSON.stringify(options.metrics)}`)
+  }
   return {
     prefix,
     dbPath: options.dbPath ?? 'sprint-runner.db',
@@ -164,6 +170,7 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
     allowedHosts,
     ingestToken: options.ingestToken,
     watchSprintStatus: options.watchSprintStatus ?? false,
+    metrics: options.metrics ?? false,
     orchestrator: resolveOrchestrator(options.orchestrator)
   }
 }

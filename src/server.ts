@@ -58,7 +58,7 @@ export function loggerOptions (level: string, prettyPrint: boolean): FastifyServ
 
 /**
  * Builds the service from `env` (HOST, PORT, SPRINT_DB, SPRINT_ARTIFACTS_DIR, SPRINT_INGEST_TOKEN,
- * SPRINT_HEARTBEAT_INTERVAL_MS, SPRINT_HEARTBEAT_TIMEOUT_MS, SPRINT_WATCH, SPRINT_ALLOWED_HOSTS, SPRINT_ORCHESTRATOR_*,
+ * SPRINT_HEARTBEAT_INTERVAL_MS, SPRINT_HEARTBEAT_TIMEOUT_MS, SPRINT_WATCH, SPRINT_METRICS, SPRINT_ALLOWED_HOSTS, SPRINT_ORCHESTRATOR_*,
  * LOG_LEVEL), listens, and
  * closes it gracefully on SIGINT/SIGTERM. Resolves with the listening instance; rejects, with nothing
  * left open, on a bad variable or when the port cannot be bound.
@@ -81,6 +81,7 @@ export async function startServer (env: NodeJS.ProcessEnv = process.env): Promis
     heartbeatIntervalMs: integerFromEnv(env, 'SPRINT_HEARTBEAT_INTERVAL_MS', undefined),
     heartbeatTimeoutMs: integerFromEnv(env, 'SPRINT_HEARTBEAT_TIMEOUT_MS', undefined),
     watchSprintStatus: env.SPRINT_WATCH !== '0',
+    metrics: env.SPRINT_METRICS !== '0',
     orchestrator: orchestratorFromEnv(env)
   }
 

@@ -47,7 +47,8 @@ t.test('invalid options fail at registration with the option named', async t => 
     [{ prefix: 'sprint' }, /prefix/],
     [{ prefix: '/sprint/' }, /prefix/],
     [{ allowedOrigins: 'everyone' }, /allowedOrigins/],
-    [{ ingestToken: '' }, /ingestToken/]
+    [{ ingestToken: '' }, /ingestToken/],
+    [{ metrics: 'false' }, /metrics/]
   ]
   for (const [options, message] of cases) {
     const app = Fastify()

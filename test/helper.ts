@@ -208,3 +208,17 @@ export const validPayloads = {
   'orchestrator:stopping': { pid: 4242, signal: 'SIGTERM' },
   'orchestrator:exit': { pid: 4242, code: null, signal: 'SIGTERM', duration_ms: 1500 }
 } as const
+
+/**
+ * The samples of a Prometheus text exposition, keyed as written (`name` or `name{label="value",...}`),
+ * e.g. `metrics.get('sprint_clients{kind="plain"}')`.
+ */
+export function parseMetrics (text: string): Map<string, number> {
+  const samples = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const space = line.lastIndexOf(' ')
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)))
+  }
+  return samples
+}

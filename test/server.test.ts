@@ -14,8 +14,21 @@ t.test('startServer listens on the environment it is given and leaves no signal 
   t.ok(port > 0, 'bound to a real port for PORT=0')
   const health = await (await fetch(`http://127.0.0.1:${port}/api/health`)).json()
   t.match(health, { status: 'ok' })
+  const metrics = await fetch(`http://127.0.0.1:${port}/metrics`)
+  t.equal(metrics.status, 200, 'the standalone server serves /metrics')
+  t.match(await metrics.text(), /^sprint_events_emitted_total 0$/m)
   await app.close()
   t.equal(process.listenerCount('SIGTERM'), before, 'closing the app removes its signal handlers')
+})
+
+t.test('SPRINT_METRICS=0 turns /metrics off', async t => {
+  const dir = await tempDir(t)
+  const app = await startServer({ HOST: '127.0.0.1', PORT: '0', SPRINT_DB: path.join(dir, 'sprint.db'), SPRINT_ARTIFACTS_DIR: dir, SPRINT_WATCH: '0', SPRINT_METRICS: '0', LOG_LEVEL: 'silent' })
+  t.teardown(() => app.close())
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  t.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 404)
+  t.equal((await fetch(`http://127.0.0.1:${port}/api/health`)).status, 200)
 })
 
 t.test('a bad variable is refused with its name and code, before anything is opened', async t => {

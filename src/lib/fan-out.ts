@@ -3,6 +3,7 @@ import { WebSocket } from 'ws'
 import { CloseCode } from '../events/protocol.ts'
 import { sendFramed, textFrame } from './ws-frames.ts'
 import { createBatchPacer } from './batch-pacer.ts'
+import type { FanOutStats } from './stats.ts'
 
 /** How long a socket closed as a slow consumer gets to finish the closing handshake before it is destroyed. */
 const SLOW_CLOSE_GRACE_MS = 5000
@@ -22,6 +23,8 @@ export interface FanOutOptions {
   log: FastifyBaseLogger
   /** Milliseconds, monotonic, for the batch pacer; tests inject one. */
   now?: () => number
+  /** Totals the fan-out adds to (deliveries, frames, slow-consumer closes); see src/lib/stats.ts. */
+  stats: FanOutStats
 }
 
 /**
@@ -34,7 +37,7 @@ export interface FanOutOptions {
  * for the same reason.
  */
 export function createFanOut (options: FanOutOptions) {
-  const { log } = options
+  const { log, stats } = options
   const plainClients = new Set<Client>()
   const batchedClients = new Set<Client>()
   const setOf = (client: Client): Set<Client> => client.batched ? batchedClients : plainClients
@@ -51,6 +54,7 @@ export function createFanOut (options: FanOutOptions) {
 
   function closeSlowConsumer (client: Client): void {
     remove(client)
+    stats.slowConsumerCloses += 1
     log.warn({ bufferedAmount: client.socket.bufferedAmount }, 'closing slow WebSocket consumer')
     // The close frame queues behind what is already buffered, so a client that
     // resumes reading gets everything it was sent, then 1013, then resumes with `since`.
@@ -83,6 +87,7 @@ export function createFanOut (options: FanOutOptions) {
       const payloads = jsons.map(json => Buffer.from(json))
       return (framing = { framed: Buffer.concat(payloads.map(textFrame)), payloads })
     }
+    let written = 0
     for (const client of clients) {
       const socket = client.socket
       if (socket.readyState !== WebSocket.OPEN) {
@@ -98,6 +103,7 @@ export function createFanOut (options: FanOutOptions) {
         // slow socket must never hold up the others.
         const { framed, payloads } = frames()
         sendFramed(socket, framed, payloads)
+        written++
       } catch (err) {
         // Whatever broke the write, this client has now missed events: drop the connection
         // so that it reconnects and resumes with `since`, rather than stay open and silent.
@@ -106,6 +112,8 @@ export function createFanOut (options: FanOutOptions) {
         socket.terminate()
       }
     }
+    stats.eventsDelivered += written * jsons.length
+    stats.framesWritten += written * (oneFrame ? 1 : jsons.length)
   }
 
   /** Writes everything pending to the batched clients, one frame each, and sets when the next write may start. */
@@ -164,7 +172,10 @@ export function createFanOut (options: FanOutOptions) {
       const framed = textFrame(payload)
       for (const clients of [plainClients, batchedClients]) {
         for (const client of clients) {
-          if (client.socket.readyState === WebSocket.OPEN) sendFramed(client.socket, framed, [payload])
+          if (client.socket.readyState === WebSocket.OPEN) {
+            sendFramed(client.socket, framed, [payload])
+            stats.framesWritten += 1
+          }
         }
       }
     },
@@ -189,6 +200,11 @@ export function createFanOut (options: FanOutOptions) {
 
     get size (): number {
       return plainClients.size + batchedClients.size
+    },
+
+    /** Tracked clients of each kind, for the metrics. */
+    sizeByKind (): { plain: number, batched: number } {
+      return { plain: plainClients.size, batched: batchedClients.size }
     },
 
     /** Closes every client with 1001 and waits (briefly) for them to go; used on shutdown. */

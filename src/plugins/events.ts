@@ -19,6 +19,7 @@ import type { SprintStore } from '../lib/sqlite-store.ts'
 import type { StorageGuard } from '../lib/storage-guard.ts'
 import type { ResolvedOptions } from '../options.ts'
 import { createFanOut, type Client } from '../lib/fan-out.ts'
+import { createStats, recordCommit } from '../lib/stats.ts'
 import { startHeartbeat } from '../lib/heartbeat.ts'
 import { sendFramed, textFrame } from '../lib/ws-frames.ts'
 
@@ -84,7 +85,8 @@ const noticeCheck = TypeCompiler.Compile(NoticeSchema)
  * snapshot, so a new client sees exactly the events after its snapshot.
  */
 export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger, guard?: StorageGuard) {
-  const fanOut = createFanOut({ maxBufferedBytes: options.maxBufferedBytes, log })
+  const stats = createStats()
+  const fanOut = createFanOut({ maxBufferedBytes: options.maxBufferedBytes, log, stats })
   const listeners = new Set<EventListener>()
   let uncommitted: Uncommitted[] = []
   /** The pending group commit: an immediate (end of turn) or a timer (end of the window). */
@@ -124,6 +126,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
   function publish (jsons: readonly string[], envelopes: readonly Envelope[]): void {
     if (jsons.length === 0) return
     freshInit = null
+    stats.eventsEmitted += jsons.length
     fanOut.send(jsons)
     for (const envelope of envelopes) notify(envelope)
   }
@@ -180,7 +183,9 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }
     let rows: StoredEventRow[]
     try {
+      const started = performance.now()
       rows = store.appendEvents(group, Date.now())
+      recordCommit(stats, (performance.now() - started) / 1000)
     } catch (err) {
       if (store.db.inTransaction) store.db.exec('ROLLBACK')
       const error = storageError(err, group.length)
@@ -248,6 +253,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         }
       }
     }
+    if (resumed) stats.resumeReplays++
+    if (reset) stats.resumeResets++
     rows ??= store.getRecentEventRows(options.recentEvents)
     return initMessageJson(store.getActiveBatch(), rows, { resumed, reset, error })
   }
@@ -304,7 +311,9 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       if (guard !== undefined && !guard.check()) throw lostError()
       let rows: StoredEventRow[]
       try {
+        const started = performance.now()
         rows = store.appendEvents(prepared, Date.now())
+        recordCommit(stats, (performance.now() - started) / 1000)
       } catch (err) {
         throw storageError(err, prepared.length)
       }
@@ -351,6 +360,14 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     get clientCount (): number {
       return fanOut.size
     },
+
+    /** Tracked WebSocket clients by kind: `plain` (one event per frame) and `batched` (`?batch=1`). */
+    get clientsByKind (): { plain: number, batched: number } {
+      return fanOut.sizeByKind()
+    },
+
+    /** Running totals (events emitted and delivered, frames, slow consumers, resumes, ingest rejections, commit time); read by `GET /metrics`. */
+    stats,
 
     /** The id of the newest event, 0 when there is none. */
     get lastEventId (): number {

@@ -12,6 +12,7 @@ import {
 } from '../errors.ts'
 import { createWriteGuard, type WriteGuardOptions } from '../lib/write-guard.ts'
 import { RequestLimits } from '../events/protocol.ts'
+import { recordIngestRejection } from '../lib/stats.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
   description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
@@ -81,6 +82,10 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     bodyLimit: RequestLimits.ingestBodyBytes,
     // Authorization runs before the body is read, so a refused request costs no parsing.
     onRequest: authorize,
+    // Every refusal, whichever step raised it (guard, body parser, size limit, validation, storage), for GET /metrics.
+    onError: async (_request, _reply, error) => {
+      recordIngestRejection(fastify.events.stats, error.code)
+    },
     // The schema documents and checks the envelope; the handler turns a failure into field paths.
     attachValidation: true,
     schema: {

@@ -94,7 +94,7 @@ import sprintDashboard from 'sprint-dashboard'
 import { createInterface } from 'node:readline'
 
 const app = Fastify()
-await app.register(sprintDashboard, { prefix: '/sprint', dbPath: process.argv[2] })
+await app.register(sprintDashboard, { prefix: '/sprint', dbPath: process.argv[2], metrics: true })
 await app.listen({ host: '127.0.0.1', port: 0 })
 // The WAL checkpointer's worker (dist/lib/checkpoint-worker.js) starts at the first write and raises this pragma once it runs.
 const autocheckpoint = () => app.sprintStore.db.pragma('wal_autocheckpoint', { simple: true })
@@ -198,10 +198,15 @@ t.test('the packed tarball installs into a plain JavaScript host and works there
   t.equal(cli.stdout.trim(), '3', 'and prints the id')
   t.match(await client.next(10_000), { id: 3, type: 'cycle:start' })
 
+  // (d) GET /metrics, whose prom-client must come with the package's dependencies.
+  const metrics = await fetch(url + '/metrics')
+  t.equal(metrics.status, 200, 'GET /metrics answers in the installed package')
+  t.match(await metrics.text(), /^sprint_events_emitted_total 3$/m)
+
   app.stdin!.end()
   t.same(await appExited, [0, null], 'the host app closes and exits by itself')
 
-  // (d) `sprint-dashboard serve` runs the standalone service from the install.
+  // (e) `sprint-dashboard serve` runs the standalone service from the install.
   const served = spawn(bin, ['serve', '--port', '0', '--db', path.join(dir, 'served.db')], {
     cwd: host,
     env: hostEnv({ SPRINT_ARTIFACTS_DIR: dir, SPRINT_WATCH: '0' }),
@@ -215,6 +220,9 @@ t.test('the packed tarball installs into a plain JavaScript host and works there
   const page = await fetch(ready.dashboard)
   t.equal(page.status, 200, 'and serves the dashboard page from the package')
   await page.arrayBuffer()
+  const servedMetrics = await fetch(new URL('metrics', ready.dashboard))
+  t.equal(servedMetrics.status, 200, 'and /metrics, on in the standalone service')
+  await servedMetrics.arrayBuffer()
   served.kill('SIGTERM')
   t.same(await servedExited, [0, null], 'and stops cleanly on SIGTERM')
 })

@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { createFanOut, type Client } from '../../src/lib/fan-out.ts'
 import { MAX_HELD_EVENTS } from '../../src/lib/batch-pacer.ts'
+import { createStats } from '../../src/lib/stats.ts'
 import type { TestContext } from '../helper.ts'
 
 // The fan-out's load-following batching, over real sockets. Time as the pacer sees it is an
@@ -24,7 +25,7 @@ interface Peer {
 
 async function setup (t: TestContext) {
   let clock = 0
-  const fanOut = createFanOut({ maxBufferedBytes: 1 << 24, log: silentLog, now: () => clock })
+  const fanOut = createFanOut({ maxBufferedBytes: 1 << 24, log: silentLog, now: () => clock, stats: createStats() })
   t.teardown(() => fanOut.stop())
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   await once(wss, 'listening')
