@@ -191,6 +191,8 @@ export function createStore (dbPath: string) {
       'SELECT id, type, payload, timestamp FROM events WHERE id > ? ORDER BY id ASC LIMIT ?'),
     lastEventId: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM events'),
     lastAssignedId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+    raiseAssignedId: db.prepare<[number]>("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'events'"),
+    insertAssignedId: db.prepare<[number]>("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)"),
     oldestEventId: db.prepare<[], { id: number | null }>('SELECT min(id) AS id FROM events'),
     countEvents: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM events'),
     deleteEventsUpTo: db.prepare<[number]>('DELETE FROM events WHERE id <= ?'),
@@ -356,6 +358,16 @@ export function createStore (dbPath: string) {
      */
     appendLoggedEvents (events: readonly LoggedEventToAppend[]): EventRow[] {
       return appendLogged(events)
+    },
+
+    /**
+     * Scale-out: counts the ids up to `id` as given, without events, so that `getLastEventId` says `id`
+     * (a log that starts again above a gap: no `since` from before it is taken as resumable).
+     */
+    skipIdsTo (id: number): void {
+      if (id <= (statements.lastAssignedId.get()?.seq ?? statements.lastEventId.get()?.id ?? 0)) return
+      if (statements.raiseAssignedId.run(id).changes === 0) statements.insertAssignedId.run(id)
+      lastIssuedId = Math.max(lastIssuedId, id)
     },
 
     /** The running batch, or null. */

@@ -300,7 +300,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     if (fresh.length === 0) return
     // Ids in one log are consecutive: a jump means entries this instance never read are gone (trimmed while
     // it was away) or the stream is another one. What it holds cannot be continued.
-    if (fresh[0]!.id !== last + 1 && !acceptJump) resetFromLog(`the stream continues at ${fresh[0]!.id}, not after ${last}`)
+    if (fresh[0]!.id !== last + 1 && !acceptJump) resetFromLog(`the stream continues at ${fresh[0]!.id}, not after ${last}`, false)
     if (guard !== undefined && !guard.check()) throw lostError()
     const payloads = fresh.map(entry => JSON.parse(entry.payload) as unknown)
     let rows: StoredEventRow[]
@@ -324,9 +324,12 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
    * database, nothing is mixed: the local events are dropped (ids keep counting above them), and every
    * client is closed with LOG_RESET, so that it reconnects and gets `reset`.
    */
-  function resetFromLog (reason: string): void {
+  function resetFromLog (reason: string, newEpoch = true): void {
     log.warn({ reason, clients: fanOut.size }, 'the event log went back; clients are reset')
     store.deleteEventsUpTo(store.getLastEventId())
+    // A new epoch starts above the ids known so far: counting up to its start now means no `since` from the
+    // old log is resumable, even before the new log's first event arrives.
+    if (newEpoch && redisLog !== null) store.skipIdsTo(redisLog.newestId)
     freshInit = null
     acceptJump = true
     for (const client of fanOut.snapshot()) {
