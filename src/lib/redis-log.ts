@@ -133,7 +133,8 @@ export function createRedisLog (options: RedisLogOptions) {
     // A command in flight when the connection drops is failed rather than sent again: the caller decides.
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
-    retryStrategy: (attempt: number) => Math.min(100 * attempt, 1000),
+    // Soon back after a short outage (a Redis restart), without hammering a long one.
+    retryStrategy: (attempt: number) => Math.min(50 * attempt, 500),
     lazyConnect: true
   }
   const writer = new Redis(options.url, { ...common, commandTimeout: 5000, connectionName: 'sprint-dashboard-writer' })
