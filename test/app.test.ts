@@ -47,7 +47,9 @@ t.test('invalid options fail at registration with the option named', async t => 
     [{ prefix: 'sprint' }, /prefix/],
     [{ prefix: '/sprint/' }, /prefix/],
     [{ allowedOrigins: 'everyone' }, /allowedOrigins/],
-    [{ ingestToken: '' }, /ingestToken/]
+    [{ ingestToken: '' }, /ingestToken/],
+    [{ redis: { url: 'localhost:6379' } }, /redis\.url/],
+    [{ redis: { url: 'redis://127.0.0.1:6379', key: '' } }, /redis\.key/]
   ]
   for (const [options, message] of cases) {
     const app = Fastify()
