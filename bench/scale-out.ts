@@ -6,7 +6,8 @@
  *    stream. Rounds alternate a, b, a, b so that the machine's noise falls on both. Latency = receipt
  *    time in the client process − the time the producer stamped in the event (same clock).
  * 2. Emit throughput into the stream: 4 concurrent HTTP producers (keep-alive), as fast as answers come,
- *    one event per request and then 100 per request, over the two Redis instances.
+ *    one event per request and then 100 per request, over the two Redis instances; then one event per
+ *    request with 4 requests in flight per producer; and the single instance for comparison.
  *
  * Options: --seconds N (measured window per round, default 10), --rounds N (default 2; 0 measures throughput only).
  * Everything runs on this machine: servers, Redis, clients and producers share its cores.
@@ -118,13 +119,13 @@ async function latencyRound (mode: 'single' | 'redis', targets: ServerProcess[])
   }
 }
 
-/** 4 producers, each with one request in flight at a time, for `ms`; acknowledged events per second. */
-async function throughput (urls: string[], perRequest: number, ms: number): Promise<{ eventsPerSecond: number, requestsPerSecond: number, failed: number }> {
+/** 4 producers, each with `depth` requests in flight (default one at a time), for `ms`; acknowledged events per second. */
+async function throughput (urls: string[], perRequest: number, ms: number, depth = 1): Promise<{ eventsPerSecond: number, requestsPerSecond: number, failed: number }> {
   let events = 0
   let requests = 0
   let failed = 0
   const started = performance.now()
-  await Promise.all([0, 1, 2, 3].map(async producer => {
+  await Promise.all(Array.from({ length: 4 * depth }, (_, lane) => lane % 4).map(async producer => {
     while (performance.now() - started < ms) {
       const status = await post(urls[producer % urls.length]!, progressBody(perRequest)).catch(() => 0)
       if (status === 201) {
@@ -170,6 +171,8 @@ async function main (): Promise<void> {
       const result = await throughput(urls, perRequest, SECONDS * 1000)
       console.log(`  emit throughput, 4 HTTP producers over 2 Redis instances, ${perRequest} event(s)/request: ${Math.round(result.eventsPerSecond)} events/s acknowledged (${Math.round(result.requestsPerSecond)} requests/s, ${result.failed} failed)`)
     }
+    const deep = await throughput(urls, 1, SECONDS * 1000, 4)
+    console.log(`  emit throughput, 4 HTTP producers with 4 requests in flight each, 1 event/request: ${Math.round(deep.eventsPerSecond)} events/s acknowledged (${deep.failed} failed)`)
     const local = await throughput([single.url], 1, SECONDS * 1000)
     console.log(`  for comparison, 4 HTTP producers into the single SQLite instance, 1 event/request: ${Math.round(local.eventsPerSecond)} events/s`)
   } finally {
