@@ -445,6 +445,10 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * Rejects with `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad
      * type or payload, and with `SPRINT_STORAGE_UNAVAILABLE` (503) when the commit fails.
      *
+     * With the `redis` option (scale-out) the id is given by the Redis stream: the Promise resolves once the
+     * stream holds the event, and rejects with `SPRINT_BROKER_UNAVAILABLE` (503) when Redis is unreachable.
+     * This instance's clients and listeners get the event when its reader applies it, a moment later.
+     *
      * `options.timestamp`: when the event happened (ms), if not now; see `validateTimestamp`.
      *
      * @example
