@@ -288,8 +288,11 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     })
 
   function brokerError (err: unknown, lost: number): Error {
-    const reason = redisLog?.state === 'down' ? 'Redis is unreachable' : (err as Error).message
-    log.warn({ err, lost }, 'appending to the Redis stream failed; nothing was acknowledged')
+    const down = redisLog?.state === 'down'
+    // An outage is logged once, when it begins (brokerStateChanged), not once per refused request.
+    if (down) log.debug({ lost }, 'Redis is unreachable; events refused')
+    else log.warn({ err, lost }, 'appending to the Redis stream failed; nothing was acknowledged')
+    const reason = down ? 'Redis is unreachable' : (err as Error).message
     return new BrokerUnavailableError(reason)
   }
 
@@ -365,8 +368,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     })
   }
 
-  function emitToLog<T extends EventTypeName> (log: RedisLog, type: T, payload: EventPayload<T>, timestamp: number | undefined): Promise<Envelope<T>> {
-    if (log.state === 'down') return handled(Promise.reject(brokerError(new Error('Redis is unreachable'), 1)))
+  function emitToLog<T extends EventTypeName> (redis: RedisLog, type: T, payload: EventPayload<T>, timestamp: number | undefined): Promise<Envelope<T>> {
+    if (redis.state === 'down') return handled(Promise.reject(brokerError(new Error('Redis is unreachable'), 1)))
     return handled(new Promise<Envelope<T>>((resolve, reject) => {
       pendingAppends.push({
         event: { type, payloadJson: JSON.stringify(payload), timestamp: timestamp ?? Date.now() },
@@ -378,15 +381,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }))
   }
 
-  async function emitManyToLog (log: RedisLog, inputs: readonly EventInput[]): Promise<Envelope[]> {
+  async function emitManyToLog (redis: RedisLog, inputs: readonly EventInput[]): Promise<Envelope[]> {
     // The turn's single emits go first, so ids stay in call order (one connection keeps the order).
     appendTurn()
-    if (log.state === 'down') throw brokerError(new Error('Redis is unreachable'), inputs.length)
+    if (redis.state === 'down') throw brokerError(new Error('Redis is unreachable'), inputs.length)
     const now = Date.now()
     const events = inputs.map(input => ({ type: input.type, payloadJson: JSON.stringify(input.payload), timestamp: input.timestamp ?? now }))
     let first: number
     try {
-      first = await log.append(events)
+      first = await redis.append(events)
     } catch (err) {
       throw brokerError(err, events.length)
     }
@@ -413,15 +416,15 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
    * this one, it waits (briefly) for the reader; when this instance's store does not hold the range, the
    * stream may (XRANGE); else the ordinary `connect` answers (resume or `reset`).
    */
-  async function connectFromLog (log: RedisLog, socket: WebSocket, request: ConnectRequest): Promise<void> {
+  async function connectFromLog (redis: RedisLog, socket: WebSocket, request: ConnectRequest): Promise<void> {
     const parsed = request.since === undefined ? null : parseSince(request.since)
     if (parsed !== null && 'since' in parsed) {
       const since = parsed.since
       if (since > store.getLastEventId()) await waitForApplied(since, CATCH_UP_MS)
       const lastId = store.getLastEventId()
       const oldest = store.getOldestEventId() ?? lastId + 1
-      if (since < oldest - 1 && since <= lastId && lastId - since <= options.maxReplay && log.state === 'up') {
-        const entries = await log.range(since + 1, lastId, options.maxReplay).catch(() => [])
+      if (since < oldest - 1 && since <= lastId && lastId - since <= options.maxReplay && redis.state === 'up') {
+        const entries = await redis.range(since + 1, lastId, options.maxReplay).catch(() => [])
         const contiguous = entries.length > 0 && entries[0]!.id === since + 1 && entries.every((entry, index) => entry.id === since + 1 + index)
         if (contiguous && socket.readyState === WebSocket.OPEN) {
           fanOut.flushBatched()
@@ -435,7 +438,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     }
     if (socket.readyState !== WebSocket.OPEN) return
     connectLocally(socket, request)
-    if (log.state === 'down') socket.send(brokerNotice('down'))
+    if (redis.state === 'down') socket.send(brokerNotice('down'))
   }
 
   return {
