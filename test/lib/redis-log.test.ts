@@ -88,6 +88,19 @@ t.test('redis-log', async t => {
     t.same(a.resets, [])
   })
 
+  t.test('Redis down when the instance starts: start() resolves, appends fail; Redis up: the log starts by itself', async t => {
+    await redis.stop()
+    const a = openLog(t, redis, { key: 'late' })
+    await a.log.start()
+    t.equal(a.log.state, 'down')
+    await t.rejects(a.log.append(events(1)))
+    await redis.start()
+    await waitFor(() => a.log.state === 'up', 10_000)
+    t.equal(await a.log.append(events(2)), 1, 'the first id of a new stream is 1')
+    await waitFor(() => a.applied.length === 2)
+    t.same(a.resets, [])
+  })
+
   t.test('Redis restarted empty: the reset is reported and ids continue above a gap, never reused', async t => {
     const a = openLog(t, redis, { key: 'empty' })
     await a.log.start()
