@@ -7,6 +7,7 @@
 import { h } from './dom.js'
 
 /** @typedef {import('./types.js').Notice} Notice */
+/** @typedef {import('./types.js').BrokerStatusNotice} BrokerStatusNotice */
 
 /**
  * Creates the banner (hidden) at the end of `parent`; it floats under the top bar, so it takes no
@@ -29,7 +30,8 @@ export function createNoticeBanner (parent) {
      */
     show (notice) {
       if (notice.type !== 'status') return
-      const broker = /** @type {Record<string, unknown>} */ (notice.payload).broker
+      // Checked at run time all the same: the payload comes off the wire.
+      const broker = /** @type {Partial<BrokerStatusNotice['payload']>} */ (notice.payload).broker
       if (broker === 'down') {
         text.textContent = 'The event broker is unreachable: new events wait until it is back. This page stays connected and will catch up.'
         banner.dataset.broker = 'down'

@@ -11,6 +11,7 @@
 
 /** The first message on every connection. @typedef {import('../src/events/protocol.ts').InitPayload} InitPayload */
 /** A transient message without an id; never a resume point. @typedef {import('../src/events/protocol.ts').Notice} Notice */
+/** Scale-out: the state of the event broker (Redis). @typedef {import('../src/events/protocol.ts').BrokerStatusNotice} BrokerStatusNotice */
 /** The only message the page sends. @typedef {import('@sinclair/typebox').Static<typeof import('../src/events/protocol.ts').PingMessageSchema>} PingMessage */
 
 /**

@@ -38,6 +38,10 @@ export const InvalidNoticeError = createError<[string]>('SPRINT_INVALID_NOTICE',
 export const StorageUnavailableError = createError<[string]>(
   'SPRINT_STORAGE_UNAVAILABLE', 'The event store cannot take events right now (%s); nothing was stored, try again', 503)
 
+/** Redis (the log of record in scale-out mode) is unreachable or failed the append: nothing was appended or sent. */
+export const BrokerUnavailableError = createError<[string]>(
+  'SPRINT_BROKER_UNAVAILABLE', 'The event broker (Redis) cannot take events right now (%s); nothing was stored, try again', 503)
+
 /** The service's error reply, as the error handler in app.ts sends it. */
 export const ErrorReplySchema = Type.Object({
   statusCode: Type.Integer(),

@@ -29,6 +29,14 @@ export interface ResolvedOrchestratorOptions {
   killAfterMs: number
 }
 
+/** Scale-out: several instances share one log of record on a Redis stream (see docs/scale-out.md). */
+export interface RedisOptions {
+  /** e.g. `redis://127.0.0.1:6379`. */
+  url: string
+  /** Prefix of the keys the instances share. Default `sprint-dashboard`. */
+  key?: string
+}
+
 /** Options of the `sprintDashboard` plugin. Every one is optional; defaults are in `resolveOptions`. */
 export interface SprintDashboardOptions {
   /** Route prefix, e.g. `/sprint` (fastify-plugin ignores Fastify's own `prefix`, so the plugin applies it itself). */
@@ -73,13 +81,16 @@ export interface SprintDashboardOptions {
   orchestrator?: OrchestratorOptions
   /** Serve `GET /metrics` (Prometheus text format, see docs/metrics.md). Default false (the standalone server turns it on). */
   metrics?: boolean
+  /** Redis for several instances behind one address. Without it, SQLite alone decides the order of events. */
+  redis?: RedisOptions
 }
 
 /** Options after defaults: what the plugins read. */
-export type ResolvedOptions = Required<Omit<SprintDashboardOptions, 'ingestToken' | 'prefix' | 'orchestrator'>> & {
+export type ResolvedOptions = Required<Omit<SprintDashboardOptions, 'ingestToken' | 'prefix' | 'orchestrator' | 'redis'>> & {
   prefix: string
   ingestToken: string | undefined
   orchestrator: ResolvedOrchestratorOptions | null
+  redis: Required<RedisOptions> | null
 }
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -128,6 +139,20 @@ function resolveOrchestrator (options: OrchestratorOptions | undefined): Resolve
   }
 }
 
+function resolveRedis (options: RedisOptions | undefined): Required<RedisOptions> | null {
+  if (options === undefined) return null
+  let url: URL | null = null
+  try {
+    url = new URL(options.url)
+  } catch {}
+  if (url === null || (url.protocol !== 'redis:' && url.protocol !== 'rediss:')) {
+    throw new InvalidOptionError('redis.url', `expected a redis:// or rediss:// URL, got ${JSON.stringify(options.url)}`)
+  }
+  const key = options.key ?? 'sprint-dashboard'
+  if (typeof key !== 'string' || key === '') throw new InvalidOptionError('redis.key', 'expected a non-empty string')
+  return { url: options.url, key }
+}
+
 /**
  * Applies defaults and checks every option once, at registration, so a bad
  * configuration fails at start-up rather than on the first request.
@@ -171,6 +196,7 @@ export function resolveOptions (options: SprintDashboardOptions = {}): ResolvedO
     ingestToken: options.ingestToken,
     watchSprintStatus: options.watchSprintStatus ?? false,
     metrics: options.metrics ?? false,
-    orchestrator: resolveOrchestrator(options.orchestrator)
+    orchestrator: resolveOrchestrator(options.orchestrator),
+    redis: resolveRedis(options.redis)
   }
 }

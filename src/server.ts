@@ -59,6 +59,7 @@ export function loggerOptions (level: string, prettyPrint: boolean): FastifyServ
 /**
  * Builds the service from `env` (HOST, PORT, SPRINT_DB, SPRINT_ARTIFACTS_DIR, SPRINT_INGEST_TOKEN,
  * SPRINT_HEARTBEAT_INTERVAL_MS, SPRINT_HEARTBEAT_TIMEOUT_MS, SPRINT_WATCH, SPRINT_METRICS, SPRINT_ALLOWED_HOSTS, SPRINT_ORCHESTRATOR_*,
+ * SPRINT_REDIS_URL, SPRINT_REDIS_KEY,
  * LOG_LEVEL), listens, and
  * closes it gracefully on SIGINT/SIGTERM. Resolves with the listening instance; rejects, with nothing
  * left open, on a bad variable or when the port cannot be bound.
@@ -82,7 +83,8 @@ export async function startServer (env: NodeJS.ProcessEnv = process.env): Promis
     heartbeatTimeoutMs: integerFromEnv(env, 'SPRINT_HEARTBEAT_TIMEOUT_MS', undefined),
     watchSprintStatus: env.SPRINT_WATCH !== '0',
     metrics: env.SPRINT_METRICS !== '0',
-    orchestrator: orchestratorFromEnv(env)
+    orchestrator: orchestratorFromEnv(env),
+    redis: env.SPRINT_REDIS_URL ? { url: env.SPRINT_REDIS_URL, key: env.SPRINT_REDIS_KEY || undefined } : undefined
   }
 
   const app = Fastify({ logger: loggerOptions(env.LOG_LEVEL ?? 'info', process.stdout.isTTY === true) })

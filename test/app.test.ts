@@ -48,7 +48,9 @@ t.test('invalid options fail at registration with the option named', async t => 
     [{ prefix: '/sprint/' }, /prefix/],
     [{ allowedOrigins: 'everyone' }, /allowedOrigins/],
     [{ ingestToken: '' }, /ingestToken/],
-    [{ metrics: 'false' }, /metrics/]
+    [{ metrics: 'false' }, /metrics/],
+    [{ redis: { url: 'localhost:6379' } }, /redis\.url/],
+    [{ redis: { url: 'redis://127.0.0.1:6379', key: '' } }, /redis\.key/]
   ]
   for (const [options, message] of cases) {
     const app = Fastify()

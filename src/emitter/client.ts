@@ -51,7 +51,7 @@ export interface EventClientOptions {
   url: string
   /** Sent as `Authorization: Bearer <token>` when the service has an ingest token. */
   token?: string | undefined
-  /** Retries after "connection refused" (the service is not up yet). Default 6. */
+  /** Retries after "connection refused" (the service is not up yet) or a 503 that stored nothing. Default 6. */
   retries?: number
   /** First backoff delay; it doubles on every retry. Default 100 ms. */
   retryDelayMs?: number
@@ -78,6 +78,12 @@ function isConnectionRefused (error: unknown): boolean {
   return false
 }
 
+/**
+ * 503 answers that say nothing was stored (the broker or the store is down for a while): a retry cannot
+ * store an event twice.
+ */
+const RETRIED_CODES = new Set(['SPRINT_BROKER_UNAVAILABLE', 'SPRINT_STORAGE_UNAVAILABLE'])
+
 function networkErrorCode (error: unknown): string | undefined {
   let current: unknown = error
   for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
@@ -96,8 +102,9 @@ function isDetailList (value: unknown): value is ClientErrorDetail[] {
 /**
  * Creates a client for a running sprint-dashboard service.
  *
- * Only "connection refused" is retried (with exponential backoff): then the request never reached the
- * service, so a retry cannot store an event twice. Every other failure is thrown as `EventClientError`.
+ * Only "connection refused" and a 503 `SPRINT_BROKER_UNAVAILABLE` or `SPRINT_STORAGE_UNAVAILABLE` are
+ * retried (with exponential backoff): then nothing was stored, so a retry cannot store an event twice.
+ * Every other failure is thrown as `EventClientError`.
  *
  * @example
  * const client = createEventClient({ url: 'http://127.0.0.1:8080', token: process.env.SPRINT_INGEST_TOKEN })
@@ -140,6 +147,10 @@ export function createEventClient (options: EventClientOptions) {
         return (answer as { events: Envelope[] }).events
       }
       const fields = (typeof answer === 'object' && answer !== null ? answer : {}) as { message?: unknown, code?: unknown, details?: unknown }
+      if (response.status === 503 && RETRIED_CODES.has(String(fields.code)) && attempt < retries) {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(maxRetryDelayMs, retryDelayMs * 2 ** attempt)))
+        continue
+      }
       const message = typeof fields.message === 'string' ? fields.message : `HTTP ${response.status} ${response.statusText || text.slice(0, 200)}`.trim()
       throw new EventClientError(message, {
         statusCode: response.status,

@@ -27,6 +27,11 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   /** The server failed to set up the connection. */
   UNEXPECTED_CONDITION: 1011,
+  /**
+   * Scale-out: the Redis stream went back (restarted empty or replaced). Reconnect with `since`: the
+   * answer is a `reset`, as for a replaced database.
+   */
+  LOG_RESET: 1012,
   /** Slow consumer: the client fell too far behind; it resumes with `since`. */
   TRY_AGAIN_LATER: 1013,
   /** Closed by the page itself when the server's heartbeat went silent. */
@@ -103,6 +108,16 @@ export const NoticeSchema = Type.Object({
   payload: Type.Object({}, { additionalProperties: true })
 }, { additionalProperties: false })
 export type Notice = Static<typeof NoticeSchema>
+
+/**
+ * Scale-out only: the state of the event broker (Redis). `down`: new events cannot be taken (emits get
+ * 503) but the page stays connected; `up` once it is back, with nothing missed.
+ */
+export const BrokerStatusNoticeSchema = Type.Object({
+  type: Type.Literal('status'),
+  payload: Type.Object({ broker: Type.Union([Type.Literal('up'), Type.Literal('down')]) })
+})
+export type BrokerStatusNotice = Static<typeof BrokerStatusNoticeSchema>
 
 /** The answer to a client message the server does not understand. */
 export const BadRequestMessageSchema = Type.Object({

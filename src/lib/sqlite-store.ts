@@ -100,6 +100,15 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_batch ON events(batch_id, id);
 `
 
+/** An event read from the log of record (scale-out): its id and timestamp were given there. */
+export interface LoggedEventToAppend {
+  id: number
+  type: EventTypeName
+  payload: unknown
+  payloadJson: string
+  timestamp: number
+}
+
 /** A validated event on its way into the store; `timestamp` when the producer gave one. */
 export interface EventToAppend {
   type: EventTypeName
@@ -182,6 +191,8 @@ export function createStore (dbPath: string) {
       'SELECT id, type, payload, timestamp FROM events WHERE id > ? ORDER BY id ASC LIMIT ?'),
     lastEventId: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM events'),
     lastAssignedId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+    raiseAssignedId: db.prepare<[number]>("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'events'"),
+    insertAssignedId: db.prepare<[number]>("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)"),
     oldestEventId: db.prepare<[], { id: number | null }>('SELECT min(id) AS id FROM events'),
     countEvents: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM events'),
     deleteEventsUpTo: db.prepare<[number]>('DELETE FROM events WHERE id <= ?'),
@@ -276,10 +287,11 @@ export function createStore (dbPath: string) {
     }
   }
 
-  function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number): EventRow {
+  function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number, givenId?: number): EventRow {
     // A batch:start belongs to the batch it opens, not to the one it replaces.
     const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
-    const id = ++lastIssuedId
+    const id = givenId ?? ++lastIssuedId
+    if (id > lastIssuedId) lastIssuedId = id
     statements.insertEvent.run(id, type, payloadJson, timestamp, batchId)
     project(type, payload, timestamp)
     history.record(type, payload, timestamp, batchId)
@@ -288,6 +300,9 @@ export function createStore (dbPath: string) {
 
   const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) =>
     events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)))
+
+  const appendLogged = db.transaction((events: readonly LoggedEventToAppend[]) =>
+    events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp, e.id)))
 
   // Projection and append commit together or not at all.
   const appendInTransaction = db.transaction(appendOne)
@@ -335,6 +350,24 @@ export function createStore (dbPath: string) {
      */
     appendEvents (events: readonly EventToAppend[], timestamp: number): EventRow[] {
       return appendMany(events, timestamp)
+    },
+
+    /**
+     * Scale-out: applies events read from the Redis stream under the ids the stream gave them, in one
+     * transaction with their projections. Ids must be above every id stored; they may skip (a new epoch).
+     */
+    appendLoggedEvents (events: readonly LoggedEventToAppend[]): EventRow[] {
+      return appendLogged(events)
+    },
+
+    /**
+     * Scale-out: counts the ids up to `id` as given, without events, so that `getLastEventId` says `id`
+     * (a log that starts again above a gap: no `since` from before it is taken as resumable).
+     */
+    skipIdsTo (id: number): void {
+      if (id <= (statements.lastAssignedId.get()?.seq ?? statements.lastEventId.get()?.id ?? 0)) return
+      if (statements.raiseAssignedId.run(id).changes === 0) statements.insertAssignedId.run(id)
+      lastIssuedId = Math.max(lastIssuedId, id)
     },
 
     /** The running batch, or null. */

@@ -5,16 +5,18 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { describeInvalidEvent, validateEventInput } from '../events/validate.ts'
 import {
+  CloseCode,
   envelopeJson,
   initMessageJson,
   NoticeSchema,
   noticeJson,
   parseSince,
   RequestLimits,
+  type BrokerStatusNotice,
   type Notice,
   type StoredEventRow
 } from '../events/protocol.ts'
-import { InvalidEventError, InvalidNoticeError, StorageUnavailableError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
+import { BrokerUnavailableError, InvalidEventError, InvalidNoticeError, StorageUnavailableError, TooManyEventsError, withDetails, type ErrorDetail } from '../errors.ts'
 import type { SprintStore } from '../lib/sqlite-store.ts'
 import type { StorageGuard } from '../lib/storage-guard.ts'
 import type { ResolvedOptions } from '../options.ts'
@@ -22,6 +24,7 @@ import { createFanOut, type Client } from '../lib/fan-out.ts'
 import { createStats, recordCommit } from '../lib/stats.ts'
 import { startHeartbeat } from '../lib/heartbeat.ts'
 import { sendFramed, textFrame } from '../lib/ws-frames.ts'
+import { createRedisLog, type BrokerState, type LogAppend, type LogEntry, type RedisLog } from '../lib/redis-log.ts'
 
 export type EventListener = (envelope: Envelope) => void
 
@@ -33,7 +36,7 @@ export interface ConnectRequest {
 }
 
 type EventsOptions = Pick<ResolvedOptions, 'recentEvents' | 'retainEvents' | 'maxReplay' | 'maxBufferedBytes' |
-'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>
+'heartbeatIntervalMs' | 'heartbeatTimeoutMs'> & Partial<Pick<ResolvedOptions, 'redis'>>
 
 /** A validated event waiting for the next group commit, which stores and commits it with the others. */
 interface Uncommitted {
@@ -70,6 +73,27 @@ export const GROUP_COMMIT_WINDOW_MS = 2
 export const GROUP_COMMIT_MAX_EVENTS = 1000
 
 const noticeCheck = TypeCompiler.Compile(NoticeSchema)
+
+/**
+ * How long a client resuming from an id this instance has not read yet (it came from another instance)
+ * waits for this instance's reader to catch up before it gets `reset`.
+ */
+const CATCH_UP_MS = 2000
+
+/** An emit waiting for the turn's append to the Redis stream. */
+interface PendingAppend {
+  event: LogAppend
+  payload: unknown
+  resolve: (envelope: Envelope) => void
+  reject: (error: Error) => void
+}
+
+/** What `events.broker` reports in scale-out mode: the broker's state and how far this instance's reader is behind. */
+export interface BrokerStatus {
+  state: BrokerState
+  /** Newest id known in the stream minus the last one this instance applied. */
+  readerLag: number
+}
 
 /**
  * The broadcaster: validates, stores and fans out events to every connected
@@ -259,12 +283,219 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     return initMessageJson(store.getActiveBatch(), rows, { resumed, reset, error })
   }
 
+  /** `connect` on the local store alone: see `connect`. */
+  function connectLocally (socket: WebSocket, request: ConnectRequest): void {
+    // The turn's uncommitted events are visible to this connection's reads, so
+    // they would be in the snapshot: commit and send them to the others first,
+    // batched clients included, or a new batched client would get them twice.
+    commitTurn()
+    fanOut.flushBatched()
+    if (request.since === undefined) {
+      if (freshInit === null) {
+        const payload = Buffer.from(buildInit(request))
+        freshInit = { payload, framed: textFrame(payload) }
+      }
+      sendFramed(socket, freshInit.framed, [freshInit.payload])
+    } else {
+      socket.send(buildInit(request))
+    }
+    track(socket, request)
+  }
+
+  /** Adds a socket that got its `init` to the live stream. */
+  function track (socket: WebSocket, request: ConnectRequest): void {
+    const client: Client = { socket, batched: request.batched === true, lastPongAt: Date.now() }
+    fanOut.add(client)
+    socket.on('pong', () => { client.lastPongAt = Date.now() })
+  }
+
+  // Scale-out (`options.redis`): the order of events is decided in a Redis stream, the log of record.
+  // `emit` appends there (Redis assigns the ids); every instance's reader applies what the stream holds
+  // to its own SQLite store, in stream order, and only then sends it to its clients. SQLite stays the
+  // projection, the history and the resume source; it never assigns an id in this mode.
+  let pendingAppends: PendingAppend[] = []
+  let appendScheduled: NodeJS.Immediate | null = null
+  /** After a reset the next id read may be anything above the last: it starts the new log. */
+  let acceptJump = false
+  const catchUpWaiters = new Set<() => void>()
+  const redisLog: RedisLog | null = options.redis == null
+    ? null
+    : createRedisLog({
+      url: options.redis.url,
+      key: options.redis.key,
+      retainEvents: options.retainEvents,
+      log,
+      lastApplied: () => store.getLastEventId(),
+      onEntries: applyFromLog,
+      onReset: resetFromLog,
+      onState: brokerStateChanged
+    })
+
+  function brokerError (err: unknown, lost: number): Error {
+    const down = redisLog?.state === 'down'
+    // An outage is logged once, when it begins (brokerStateChanged), not once per refused request.
+    if (down) log.debug({ lost }, 'Redis is unreachable; events refused')
+    else log.warn({ err, lost }, 'appending to the Redis stream failed; nothing was acknowledged')
+    const reason = down ? 'Redis is unreachable' : (err as Error).message
+    return new BrokerUnavailableError(reason)
+  }
+
+  /** Applies entries read from the stream to the local store, then sends them on, in stream order. */
+  function applyFromLog (entries: LogEntry[]): void {
+    const last = store.getLastEventId()
+    const fresh = entries.filter(entry => entry.id > last)
+    if (fresh.length === 0) return
+    // Ids in one log are consecutive: a jump means entries this instance never read are gone (trimmed while
+    // it was away) or the stream is another one. What it holds cannot be continued.
+    if (fresh[0]!.id !== last + 1 && !acceptJump) resetFromLog(`the stream continues at ${fresh[0]!.id}, not after ${last}`, false)
+    if (guard !== undefined && !guard.check()) throw lostError()
+    const payloads = fresh.map(entry => JSON.parse(entry.payload) as unknown)
+    let rows: StoredEventRow[]
+    try {
+      rows = store.appendLoggedEvents(fresh.map((entry, index) => ({
+        id: entry.id, type: entry.type as EventTypeName, payload: payloads[index], payloadJson: entry.payload, timestamp: entry.timestamp
+      })))
+    } catch (err) {
+      throw storageError(err, fresh.length)
+    }
+    guard?.recordSuccess()
+    acceptJump = false
+    publish(rows.map(envelopeJson), rows.map((row, index) =>
+      ({ id: row.id, type: row.type, payload: payloads[index], timestamp: row.timestamp }) as Envelope))
+    schedulePrune(rows.at(-1)!.id)
+    for (const wake of catchUpWaiters) wake()
+  }
+
+  /**
+   * The stream went back or jumped: what this instance holds belongs to another log. As for a replaced
+   * database, nothing is mixed: the local events are dropped (ids keep counting above them), and every
+   * client is closed with LOG_RESET, so that it reconnects and gets `reset`.
+   */
+  function resetFromLog (reason: string, newEpoch = true): void {
+    log.warn({ reason, clients: fanOut.size }, 'the event log went back; clients are reset')
+    store.deleteEventsUpTo(store.getLastEventId())
+    // A new epoch starts above the ids known so far: counting up to its start now means no `since` from the
+    // old log is resumable, even before the new log's first event arrives.
+    if (newEpoch && redisLog !== null) store.skipIdsTo(redisLog.newestId)
+    freshInit = null
+    acceptJump = true
+    for (const client of fanOut.snapshot()) {
+      fanOut.remove(client)
+      client.socket.close(CloseCode.LOG_RESET, 'event log reset')
+    }
+  }
+
+  function brokerNotice (state: BrokerState): string {
+    return noticeJson({ type: 'status', payload: { broker: state } } satisfies BrokerStatusNotice)
+  }
+
+  function brokerStateChanged (state: BrokerState): void {
+    if (state === 'down') log.error('Redis is unreachable: emits are refused (503) until it is back')
+    else log.info('Redis is reachable; reading the stream from the last applied id')
+    fanOut.sendToAll(brokerNotice(state))
+  }
+
+  /** Sends the turn's emits to the stream in one script call, and resolves them with the ids it gave. */
+  function appendTurn (): void {
+    if (appendScheduled !== null) {
+      clearImmediate(appendScheduled)
+      appendScheduled = null
+    }
+    const turn = pendingAppends
+    pendingAppends = []
+    if (turn.length === 0 || redisLog === null) return
+    redisLog.append(turn.map(pending => pending.event)).then(first => {
+      turn.forEach((pending, index) => pending.resolve({ id: first + index, type: pending.event.type, payload: pending.payload, timestamp: pending.event.timestamp } as Envelope))
+    }, (err: unknown) => {
+      const error = brokerError(err, turn.length)
+      for (const pending of turn) pending.reject(error)
+    })
+  }
+
+  function emitToLog<T extends EventTypeName> (redis: RedisLog, type: T, payload: EventPayload<T>, timestamp: number | undefined): Promise<Envelope<T>> {
+    if (redis.state === 'down') return handled(Promise.reject(brokerError(new Error('Redis is unreachable'), 1)))
+    return handled(new Promise<Envelope<T>>((resolve, reject) => {
+      pendingAppends.push({
+        event: { type, payloadJson: JSON.stringify(payload), timestamp: timestamp ?? Date.now() },
+        payload,
+        resolve: resolve as (envelope: Envelope) => void,
+        reject
+      })
+      appendScheduled ??= setImmediate(appendTurn)
+    }))
+  }
+
+  async function emitManyToLog (redis: RedisLog, inputs: readonly EventInput[]): Promise<Envelope[]> {
+    // The turn's single emits go first, so ids stay in call order (one connection keeps the order).
+    appendTurn()
+    if (redis.state === 'down') throw brokerError(new Error('Redis is unreachable'), inputs.length)
+    const now = Date.now()
+    const events = inputs.map(input => ({ type: input.type, payloadJson: JSON.stringify(input.payload), timestamp: input.timestamp ?? now }))
+    let first: number
+    try {
+      first = await redis.append(events)
+    } catch (err) {
+      throw brokerError(err, events.length)
+    }
+    return events.map((event, index) => ({ id: first + index, type: event.type, payload: inputs[index]!.payload, timestamp: event.timestamp }) as Envelope)
+  }
+
+  /** Resolves once this instance applied `id`, or after `ms`. */
+  async function waitForApplied (id: number, ms: number): Promise<void> {
+    if (store.getLastEventId() >= id) return
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        if (store.getLastEventId() < id && timer !== null) return
+        if (timer !== null) clearTimeout(timer)
+        catchUpWaiters.delete(done)
+        resolve()
+      }
+      let timer: NodeJS.Timeout | null = setTimeout(() => { timer = null; done() }, ms)
+      catchUpWaiters.add(done)
+    })
+  }
+
+  /**
+   * `connect` in scale-out mode. A client may come from another instance: when its `since` is ahead of
+   * this one, it waits (briefly) for the reader; when this instance's store does not hold the range, the
+   * stream may (XRANGE); else the ordinary `connect` answers (resume or `reset`).
+   */
+  async function connectFromLog (redis: RedisLog, socket: WebSocket, request: ConnectRequest): Promise<void> {
+    const parsed = request.since === undefined ? null : parseSince(request.since)
+    if (parsed !== null && 'since' in parsed) {
+      const since = parsed.since
+      if (since > store.getLastEventId()) await waitForApplied(since, CATCH_UP_MS)
+      const lastId = store.getLastEventId()
+      const oldest = store.getOldestEventId() ?? lastId + 1
+      if (since < oldest - 1 && since <= lastId && lastId - since <= options.maxReplay && redis.state === 'up') {
+        const entries = await redis.range(since + 1, lastId, options.maxReplay).catch(() => [])
+        const contiguous = entries.length > 0 && entries[0]!.id === since + 1 && entries.every((entry, index) => entry.id === since + 1 + index)
+        if (contiguous && socket.readyState === WebSocket.OPEN) {
+          fanOut.flushBatched()
+          // What the reader applied during the XRANGE comes from the local store, so nothing falls between.
+          const rows = [...entries, ...store.getEventRowsAfter(entries.at(-1)!.id, options.maxReplay)]
+          socket.send(initMessageJson(store.getActiveBatch(), rows, { resumed: true, reset: false }))
+          stats.resumeReplays++
+          track(socket, request)
+          return
+        }
+      }
+    }
+    if (socket.readyState !== WebSocket.OPEN) return
+    connectLocally(socket, request)
+    if (redis.state === 'down') socket.send(brokerNotice('down'))
+  }
+
   return {
     /**
      * Validates and queues one event; resolves to its envelope once it is stored and committed (with the
      * other events of its group commit, see GROUP_COMMIT_WINDOW_MS) and on its way to every client.
      * Rejects with `SPRINT_INVALID_EVENT` (statusCode 400, `details` with field paths) for a bad
      * type or payload, and with `SPRINT_STORAGE_UNAVAILABLE` (503) when the commit fails.
+     *
+     * With the `redis` option (scale-out) the id is given by the Redis stream: the Promise resolves once the
+     * stream holds the event, and rejects with `SPRINT_BROKER_UNAVAILABLE` (503) when Redis is unreachable.
+     * This instance's clients and listeners get the event when its reader applies it, a moment later.
      *
      * `options.timestamp`: when the event happened (ms), if not now; see `validateTimestamp`.
      *
@@ -274,6 +505,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number } = {}): Promise<Envelope<T>> {
       const details = validateEventInput({ type, payload, timestamp: options.timestamp })
       if (details.length > 0) return Promise.reject(invalid(type, details))
+      if (redisLog !== null) return emitToLog(redisLog, type, payload, options.timestamp)
       if (guard !== undefined && !guard.writable) return handled(Promise.reject(lostError()))
       let payloadJson: string
       try {
@@ -300,6 +532,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       if (details.length > 0) {
         throw invalid(inputs.length === 1 ? inputs[0]!.type : `batch of ${inputs.length}`, details)
       }
+      if (redisLog !== null) return emitManyToLog(redisLog, inputs)
       const prepared = inputs.map(input => ({
         type: input.type as EventTypeName,
         payload: input.payload,
@@ -348,6 +581,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      */
     flush (): void {
       commitTurn()
+      appendTurn()
     },
 
     /** Subscribes in-process code to every stored event (after its commit); returns the unsubscribe function. */
@@ -369,6 +603,23 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     /** Running totals (events emitted and delivered, frames, slow consumers, resumes, ingest rejections, commit time); read by `GET /metrics`. */
     stats,
 
+    /** Scale-out only (`redis` option): the broker's state and the reader's lag; null without Redis. */
+    get broker (): BrokerStatus | null {
+      if (redisLog === null) return null
+      return { state: redisLog.state, readerLag: Math.max(0, redisLog.newestId - store.getLastEventId()) }
+    },
+
+    /** Scale-out only: connects to Redis and starts reading the stream (resolves even while Redis is down). */
+    async startLog (): Promise<void> {
+      await redisLog?.start()
+    },
+
+    /** Scale-out only: stops reading and closes the Redis connections. */
+    async closeLog (): Promise<void> {
+      appendTurn()
+      await redisLog?.close()
+    },
+
     /** The id of the newest event, 0 when there is none. */
     get lastEventId (): number {
       return store.getLastEventId()
@@ -381,22 +632,14 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     connect (socket: WebSocket, request: ConnectRequest = {}): void {
       // Closed or closing before it got here: nothing may be sent after a close frame.
       if (socket.readyState !== WebSocket.OPEN) return
-      // Queued events are committed and sent to the others first, and so are the events held for
-      // batched clients: the snapshot then has them all, and a new batched client gets none twice.
-      commitTurn()
-      fanOut.flushBatched()
-      if (request.since === undefined) {
-        if (freshInit === null) {
-          const payload = Buffer.from(buildInit(request))
-          freshInit = { payload, framed: textFrame(payload) }
-        }
-        sendFramed(socket, freshInit.framed, [freshInit.payload])
-      } else {
-        socket.send(buildInit(request))
+      if (redisLog !== null) {
+        connectFromLog(redisLog, socket, request).catch((err: unknown) => {
+          log.error({ err }, 'WebSocket connect failed')
+          socket.close(CloseCode.UNEXPECTED_CONDITION, 'internal error')
+        })
+        return
       }
-      const client: Client = { socket, batched: request.batched === true, lastPongAt: Date.now() }
-      fanOut.add(client)
-      socket.on('pong', () => { client.lastPongAt = Date.now() })
+      connectLocally(socket, request)
     },
 
     /** Closes every client with 1001 and waits (briefly) for them to go; used on shutdown. */
@@ -431,10 +674,12 @@ declare module 'fastify' {
 const eventsPlugin: FastifyPluginAsync<EventsOptions> = async function eventsPlugin (fastify, options) {
   const events = createEvents(fastify.sprintStore, options, fastify.log, fastify.hasDecorator('sprintStorage') ? fastify.sprintStorage : undefined)
   fastify.decorate('events', events)
+  await events.startLog()
   fastify.addHook('preClose', async () => {
     await events.closeAll()
   })
   fastify.addHook('onClose', async () => {
+    await events.closeLog()
     events.stop()
   })
 }

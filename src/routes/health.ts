@@ -14,6 +14,9 @@ export const HealthSchema = Type.Object({
       '`lost`: the database file or its log was deleted or replaced under the service, which must be restarted'
   }),
   storageError: Type.Optional(StorageHealthSchema),
+  broker: Type.Optional(Type.Union([Type.Literal('up'), Type.Literal('down')], {
+    description: 'Scale-out only: Redis, the log of record. `down`: emits get 503 while this instance keeps serving (the status stays 200)'
+  })),
   clients: Type.Integer({ description: 'Connected WebSocket clients' }),
   lastEventId: Type.Integer({ description: 'Id of the newest event, 0 when none' }),
   uptimeMs: Type.Integer()
@@ -37,6 +40,7 @@ const healthRoute: FastifyPluginAsyncTypebox = async function healthRoute (fasti
       status: storageStatus === 'ok' ? 'ok' as const : 'unavailable' as const,
       storage: storageStatus,
       ...(storageStatus === 'ok' ? {} : { storageError }),
+      ...(fastify.events.broker === null ? {} : { broker: fastify.events.broker.state }),
       clients: fastify.events.clientCount,
       lastEventId: fastify.events.lastEventId,
       uptimeMs: Math.round(performance.now() - startedAt)

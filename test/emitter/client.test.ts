@@ -118,6 +118,38 @@ t.test('other network failures are not retried', async (t) => {
   t.equal(attempts, 1, 'the request may have been stored: a retry could duplicate it')
 })
 
+t.test('a 503 that stored nothing (broker or store down) is retried; other 5xx answers are not', async (t) => {
+  const answers = [
+    { status: 503, body: { statusCode: 503, code: 'SPRINT_BROKER_UNAVAILABLE', error: 'Service Unavailable', message: 'Redis is unreachable' } },
+    { status: 503, body: { statusCode: 503, code: 'SPRINT_STORAGE_UNAVAILABLE', error: 'Service Unavailable', message: 'disk full' } },
+    { status: 201, body: { events: [{ id: 7, type: 'batch:start', payload: { batch_id: 1, max_cycles: 2 }, timestamp: 1 }] } }
+  ]
+  let attempts = 0
+  const client = createEventClient({
+    url: 'http://127.0.0.1:1',
+    retryDelayMs: 1,
+    fetch: async () => {
+      const answer = answers[attempts++]!
+      return new Response(JSON.stringify(answer.body), { status: answer.status, headers: { 'content-type': 'application/json' } })
+    }
+  })
+  const envelope = await client.emit('batch:start', { batch_id: 1, max_cycles: 2 })
+  t.equal(envelope.id, 7)
+  t.equal(attempts, 3)
+
+  let otherAttempts = 0
+  const other = createEventClient({
+    url: 'http://127.0.0.1:1',
+    retryDelayMs: 1,
+    fetch: async () => {
+      otherAttempts++
+      return new Response(JSON.stringify({ statusCode: 503, code: 'SPRINT_TOO_MANY_CONNECTIONS', error: 'Service Unavailable', message: 'full' }), { status: 503 })
+    }
+  })
+  await t.rejects(other.emit('batch:start', { batch_id: 1, max_cycles: 2 }), { code: 'SPRINT_TOO_MANY_CONNECTIONS', statusCode: 503 })
+  t.equal(otherAttempts, 1, 'a 503 that does not say nothing was stored is not retried')
+})
+
 t.test('a non-JSON error answer still gives a useful error', async (t) => {
   const client = createEventClient({
     url: 'http://127.0.0.1:1',

@@ -1,0 +1,284 @@
+import { randomUUID } from 'node:crypto'
+import { Redis, type Result } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+
+/** One event as the stream holds it: the payload stays JSON text, as in the SQLite store. */
+export interface LogEntry {
+  id: number
+  type: string
+  payload: string
+  timestamp: number
+}
+
+/** An event on its way into the stream. */
+export interface LogAppend {
+  type: string
+  payloadJson: string
+  timestamp: number
+}
+
+export type BrokerState = 'up' | 'down'
+
+/**
+ * How far ids jump when a stream is started again (Redis restarted empty or replaced) while instances
+ * still hold events: far above anything an instance applied, and above any `maxReplay`, so an id is never
+ * given twice and no `since` from before the jump can be resumed across it.
+ */
+export const EPOCH_ID_GAP = 1_000_000
+
+/** Entries one blocking read takes at most; the rest come with the next read, at once. */
+const READ_COUNT = 1000
+/** How long one XREAD blocks: bounded, so a closing instance never waits on a read that sees nothing. */
+const READ_BLOCK_MS = 2000
+
+/**
+ * Starts a stream's epoch (a random id) if there is none, and moves the counter past `last` (the caller's
+ * newest applied id) when the stream went back below it. Returns the epoch, the counter and whether it went back.
+ * KEYS: stream counter, epoch. ARGV: last applied id, gap, new epoch id.
+ */
+const initScript = `
+local epoch = redis.call('GET', KEYS[2])
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = tonumber(ARGV[1])
+local gap = tonumber(ARGV[2])
+local wentBack = '0'
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+  if not (seq == 0 and last == 0) and seq < last + gap then
+    seq = last + gap
+    redis.call('SET', KEYS[1], seq)
+  end
+elseif seq < last then
+  wentBack = '1'
+  seq = last + gap
+  redis.call('SET', KEYS[1], seq)
+end
+return {epoch, tostring(seq), wentBack}
+`
+
+/**
+ * Appends events in one atomic step: checks the epoch (a counter that vanished with a restarted Redis
+ * must not start again at 1), takes `n` ids from the counter and XADDs each event under its id.
+ * KEYS: stream, counter, epoch. ARGV: epoch, maxlen, then type, payload, timestamp per event.
+ * Returns the first id.
+ */
+const appendScript = `
+local epoch = redis.call('GET', KEYS[3])
+if epoch ~= ARGV[1] then
+  return redis.error_reply('SPRINT_EPOCH ' .. tostring(epoch))
+end
+local n = (#ARGV - 2) / 3
+local last = redis.call('INCRBY', KEYS[2], n)
+local first = last - n + 1
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], tostring(first + i) .. '-0',
+    't', ARGV[3 + i * 3], 'p', ARGV[4 + i * 3], 'ts', ARGV[5 + i * 3])
+end
+return tostring(first)
+`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    sprintInit (counter: string, epoch: string, last: number, gap: number, newEpoch: string): Result<[string, string, string], Context>
+    sprintAppend (stream: string, counter: string, epoch: string, ...args: Array<string | number>): Result<string, Context>
+  }
+}
+
+type StreamEntries = Array<[string, string[]]>
+
+function toEntry ([streamId, fields]: [string, string[]]): LogEntry {
+  const entry: LogEntry = { id: Number.parseInt(streamId, 10), type: '', payload: 'null', timestamp: 0 }
+  for (let i = 0; i < fields.length; i += 2) {
+    const value = fields[i + 1]!
+    if (fields[i] === 't') entry.type = value
+    else if (fields[i] === 'p') entry.payload = value
+    else if (fields[i] === 'ts') entry.timestamp = Number(value)
+  }
+  return entry
+}
+
+export interface RedisLogOptions {
+  url: string
+  /** Prefix of the keys: `<key>:stream`, `<key>:seq`, `<key>:epoch`. */
+  key: string
+  /** The stream is trimmed to about this many events. */
+  retainEvents: number
+  log: FastifyBaseLogger
+  /** The newest id this instance applied: reads continue after it, a new epoch starts above it. */
+  lastApplied: () => number
+  /** Entries read from the stream, in stream order. Called synchronously, one read at a time. */
+  onEntries: (entries: LogEntry[]) => void
+  /** The stream went back (Redis restarted empty or replaced): what this instance holds is from another log. */
+  onReset: (reason: string) => void
+  onState: (state: BrokerState) => void
+}
+
+/**
+ * The log of record on a Redis stream: `append` assigns ids atomically in Redis (so every instance sees
+ * the same ids in the same order), and a reader on its own connection hands every entry, in order, to
+ * `onEntries`. Redis unreachable: `append` rejects at once (no offline queue) and the reader resumes after
+ * `lastApplied()` when Redis is back.
+ *
+ * @example
+ * const log = createRedisLog({ url: 'redis://127.0.0.1:6379', key: 'sprint-dashboard', retainEvents: 100_000, log: app.log,
+ *   lastApplied: () => store.getLastEventId(), onEntries: apply, onReset: reset, onState: state => {} })
+ * const firstId = await log.append([{ type: 'batch:start', payloadJson: '{"batch_id":1,"max_cycles":2}', timestamp: Date.now() }])
+ */
+export function createRedisLog (options: RedisLogOptions) {
+  const keys = { stream: `${options.key}:stream`, counter: `${options.key}:seq`, epoch: `${options.key}:epoch` }
+  const common = {
+    // Fail fast: a command while Redis is away is refused now, not queued for a reconnect that may not come.
+    enableOfflineQueue: false,
+    // A command in flight when the connection drops is failed rather than sent again: the caller decides.
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    // Soon back after a short outage (a Redis restart), without hammering a long one.
+    retryStrategy: (attempt: number) => Math.min(50 * attempt, 500),
+    lazyConnect: true
+  }
+  const writer = new Redis(options.url, { ...common, commandTimeout: 5000, connectionName: 'sprint-dashboard-writer' })
+  const reader = new Redis(options.url, { ...common, connectionName: 'sprint-dashboard-reader' })
+  writer.defineCommand('sprintInit', { numberOfKeys: 2, lua: initScript })
+  writer.defineCommand('sprintAppend', { numberOfKeys: 3, lua: appendScript })
+
+  let epoch: string | null = null
+  let state: BrokerState = 'down'
+  let newest = 0
+  let closed = false
+  let reading: Promise<void> | null = null
+  let wakeReader: (() => void) | null = null
+
+  function setState (next: BrokerState): void {
+    if (next === state) return
+    state = next
+    options.onState(next)
+  }
+
+  /** Learns the stream's epoch (starting one if needed); a different epoch than before means the log went back. */
+  async function init (): Promise<void> {
+    const last = options.lastApplied()
+    const [current, seq, wentBack] = await writer.sprintInit(keys.counter, keys.epoch, last, EPOCH_ID_GAP, randomUUID())
+    newest = Math.max(newest, Number(seq))
+    const previous = epoch
+    epoch = current
+    // On a first start there is nothing to compare: a stream that does not continue what this instance
+    // holds shows as a jump in ids, which the reader's caller sees.
+    if (previous !== null && current !== previous) options.onReset(`the stream's epoch changed (${previous} -> ${current})`)
+    else if (wentBack === '1') options.onReset(`the stream's counter is below the last applied id ${last}`)
+  }
+
+  writer.on('ready', () => {
+    init().then(() => {
+      setState('up')
+      wakeReader?.()
+    }, (err: unknown) => {
+      options.log.error({ err }, 'Redis: could not read the stream epoch')
+    })
+  })
+  writer.on('close', () => setState('down'))
+  // ioredis reconnects by itself; the error is logged once per outage by the state change, not per attempt.
+  writer.on('error', (err: Error) => { options.log.debug({ err }, 'Redis writer connection error') })
+  reader.on('error', (err: Error) => { options.log.debug({ err }, 'Redis reader connection error') })
+  reader.on('ready', () => wakeReader?.())
+
+  async function readLoop (): Promise<void> {
+    for (;;) {
+      if (closed) return
+      if (state !== 'up' || reader.status !== 'ready') {
+        await new Promise<void>(resolve => {
+          wakeReader = resolve
+          // Checks again now and then: the writer's and the reader's reconnects are not ordered.
+          setTimeout(resolve, 200).unref()
+        })
+        wakeReader = null
+        continue
+      }
+      let answer: Array<[string, StreamEntries]> | null
+      try {
+        answer = await reader.xread('COUNT', READ_COUNT, 'BLOCK', READ_BLOCK_MS, 'STREAMS', keys.stream, `${options.lastApplied()}-0`) as Array<[string, StreamEntries]> | null
+      } catch (err) {
+        if (!closed) options.log.debug({ err }, 'Redis: stream read failed; retrying from the last applied id')
+        continue
+      }
+      if (closed || answer === null || answer.length === 0) continue
+      const entries = answer[0]![1].map(toEntry)
+      if (entries.length === 0) continue
+      newest = Math.max(newest, entries.at(-1)!.id)
+      try {
+        options.onEntries(entries)
+      } catch (err) {
+        // Nothing was applied (one transaction): the next read takes the same entries again.
+        options.log.error({ err }, 'applying events from the stream failed; retrying')
+        await new Promise(resolve => setTimeout(resolve, 500).unref())
+      }
+    }
+  }
+
+  return {
+    /** Connects both connections and starts reading. Resolves even when Redis is down: it is retried. */
+    async start (): Promise<void> {
+      await Promise.allSettled([writer.connect(), reader.connect()])
+      if (writer.status === 'ready' && state === 'down') {
+        try {
+          await init()
+          setState('up')
+        } catch (err) {
+          options.log.error({ err }, 'Redis: could not read the stream epoch')
+        }
+      }
+      reading = readLoop()
+    },
+
+    /**
+     * Appends events in one script call (all or none) and resolves to the first id; the others follow it.
+     * Rejects when Redis is unreachable or the call fails; then nothing was appended, except for a call in
+     * flight at the moment the connection dropped, whose outcome cannot be known.
+     */
+    async append (events: readonly LogAppend[]): Promise<number> {
+      const args: Array<string | number> = []
+      for (const event of events) args.push(event.type, event.payloadJson, event.timestamp)
+      for (let attempt = 0; ; attempt++) {
+        if (epoch === null) await init()
+        try {
+          const first = Number(await writer.sprintAppend(keys.stream, keys.counter, keys.epoch, epoch!, options.retainEvents, ...args))
+          newest = Math.max(newest, first + events.length - 1)
+          return first
+        } catch (err) {
+          // Another epoch (Redis restarted empty, or another instance started one): learn it and try once more.
+          if (attempt === 0 && String((err as Error).message).includes('SPRINT_EPOCH')) {
+            await init()
+            continue
+          }
+          throw err
+        }
+      }
+    },
+
+    /** Entries with ids from `fromId` to `toId`, at most `count`, oldest first (XRANGE). */
+    async range (fromId: number, toId: number, count: number): Promise<LogEntry[]> {
+      const entries = await writer.xrange(keys.stream, `${fromId}-0`, `${toId}-0`, 'COUNT', count)
+      return entries.map(toEntry)
+    },
+
+    get state (): BrokerState {
+      return state
+    },
+
+    /** The newest id this instance knows the stream holds (from its reads and its own appends). */
+    get newestId (): number {
+      return newest
+    },
+
+    /** Stops reading and closes both connections. */
+    async close (): Promise<void> {
+      closed = true
+      wakeReader?.()
+      reader.disconnect()
+      await writer.quit().catch(() => writer.disconnect())
+      await reading
+    }
+  }
+}
+
+export type RedisLog = ReturnType<typeof createRedisLog>
