@@ -96,59 +96,75 @@ export function progressPayload (): ProgressPayload {
   }
 }
 
-/** The `burst` emitter: `rate` events per second for `seconds` on a fixed schedule (no drift), every event due at a tick emitted in that one turn. */
-export function emitPaced (target: BenchTarget, { rate, seconds }: EmitRequest): Promise<EmitResult> {
+/** The schedule both emitters keep, and what they count: emits, their cost and lag, shed events. */
+function emitSchedule (target: BenchTarget, { rate, seconds }: EmitRequest) {
   const intervalMs = 1000 / rate
   const total = Math.max(1, Math.round(rate * seconds))
   const start = performance.now()
-  let next = 0
   let emitted = 0
   let shed = 0
   let emitCallMs = 0
   let emitCallCpuUs = 0
   let lastEmitStartedAt = start
   const lags: number[] = []
+  const schedule = {
+    total,
+    start,
+    intervalMs,
+    /** Index of the next event to emit or shed. */
+    next: 0,
+    dueAt: (index: number): number => start + index * intervalMs,
+    /** Sheds the next event if it is more than CATCH_UP_MS overdue; says whether it did. */
+    shedIfLate (): boolean {
+      if (performance.now() - schedule.dueAt(schedule.next) <= CATCH_UP_MS) return false
+      shed++
+      schedule.next++
+      return true
+    },
+    emitNext (): void {
+      const cpuBefore = process.cpuUsage()
+      lastEmitStartedAt = performance.now()
+      lags.push(lastEmitStartedAt - schedule.dueAt(schedule.next))
+      target.emitProgress(progressPayload())
+      emitCallMs += performance.now() - lastEmitStartedAt
+      const cpu = process.cpuUsage(cpuBefore)
+      emitCallCpuUs += cpu.user + cpu.system
+      emitted++
+      schedule.next++
+    },
+    result (): EmitResult {
+      // Over the nominal window, or to the start of the last emit if that ran late (a slow last
+      // fan-out is not a slower emitter).
+      const elapsedSeconds = Math.max(seconds, (lastEmitStartedAt - start + intervalMs) / 1000)
+      lags.sort((a, b) => a - b)
+      return {
+        emitted,
+        shed,
+        achievedRate: emitted / elapsedSeconds,
+        emitCallUs: emitCallMs * 1000,
+        emitCallCpuUs,
+        scheduleLagP99Ms: lags[Math.floor(lags.length * 0.99)] ?? 0,
+        scheduleLagMaxMs: lags[lags.length - 1] ?? 0
+      }
+    }
+  }
+  return schedule
+}
 
+/** The `burst` emitter: `rate` events per second for `seconds` on a fixed schedule (no drift), every event due at a tick emitted in that one turn. */
+export function emitPaced (target: BenchTarget, request: EmitRequest): Promise<EmitResult> {
+  const schedule = emitSchedule(target, request)
   return new Promise((resolve, reject) => {
     const tick = (): void => {
       try {
         // Only what is due now: events falling due during this tick wait for the next one, so I/O and the
         // service's end-of-tick flush run in between, as they would between incoming requests.
-        const dueNow = Math.min(total, Math.floor((performance.now() - start) / intervalMs) + 1)
-        while (next < dueNow) {
-          const dueAt = start + next * intervalMs
-          if (performance.now() - dueAt > CATCH_UP_MS) {
-            shed++
-            next++
-            continue
-          }
-          const cpuBefore = process.cpuUsage()
-          lastEmitStartedAt = performance.now()
-          lags.push(lastEmitStartedAt - dueAt)
-          target.emitProgress(progressPayload())
-          emitCallMs += performance.now() - lastEmitStartedAt
-          const cpu = process.cpuUsage(cpuBefore)
-          emitCallCpuUs += cpu.user + cpu.system
-          emitted++
-          next++
+        const dueNow = Math.min(schedule.total, Math.floor((performance.now() - schedule.start) / schedule.intervalMs) + 1)
+        while (schedule.next < dueNow) {
+          if (!schedule.shedIfLate()) schedule.emitNext()
         }
-        if (next >= total) {
-          // Over the nominal window, or to the start of the last emit if that ran late (a slow last
-          // fan-out is not a slower emitter).
-          const elapsedSeconds = Math.max(seconds, (lastEmitStartedAt - start + intervalMs) / 1000)
-          lags.sort((a, b) => a - b)
-          resolve({
-            emitted,
-            shed,
-            achievedRate: emitted / elapsedSeconds,
-            emitCallUs: emitCallMs * 1000,
-            emitCallCpuUs,
-            scheduleLagP99Ms: lags[Math.floor(lags.length * 0.99)] ?? 0,
-            scheduleLagMaxMs: lags[lags.length - 1] ?? 0
-          })
-          return
-        }
-        setTimeout(tick, Math.max(0, start + next * intervalMs - performance.now()))
+        if (schedule.next >= schedule.total) return resolve(schedule.result())
+        setTimeout(tick, Math.max(0, schedule.dueAt(schedule.next) - performance.now()))
       } catch (error) {
         reject(error)
       }
@@ -163,52 +179,16 @@ export function emitPaced (target: BenchTarget, { rate, seconds }: EmitRequest):
  * at the end of a turn runs between any two events, as between two HTTP requests. Events more than
  * CATCH_UP_MS overdue are shed.
  */
-export function emitOnePerTurn (target: BenchTarget, { rate, seconds }: EmitRequest): Promise<EmitResult> {
-  const intervalMs = 1000 / rate
-  const total = Math.max(1, Math.round(rate * seconds))
-  const start = performance.now()
-  let next = 0
-  let emitted = 0
-  let shed = 0
-  let emitCallMs = 0
-  let emitCallCpuUs = 0
-  let lastEmitStartedAt = start
-  const lags: number[] = []
-
+export function emitOnePerTurn (target: BenchTarget, request: EmitRequest): Promise<EmitResult> {
+  const schedule = emitSchedule(target, request)
   return new Promise((resolve, reject) => {
-    const finish = (): void => {
-      const elapsedSeconds = Math.max(seconds, (lastEmitStartedAt - start + intervalMs) / 1000)
-      lags.sort((a, b) => a - b)
-      resolve({
-        emitted,
-        shed,
-        achievedRate: emitted / elapsedSeconds,
-        emitCallUs: emitCallMs * 1000,
-        emitCallCpuUs,
-        scheduleLagP99Ms: lags[Math.floor(lags.length * 0.99)] ?? 0,
-        scheduleLagMaxMs: lags[lags.length - 1] ?? 0
-      })
-    }
     const tick = (): void => {
       try {
         // Shed what is too late, then emit at most one event this turn.
-        while (next < total && performance.now() - (start + next * intervalMs) > CATCH_UP_MS) {
-          shed++
-          next++
-        }
-        if (next < total && performance.now() >= start + next * intervalMs) {
-          const cpuBefore = process.cpuUsage()
-          lastEmitStartedAt = performance.now()
-          lags.push(lastEmitStartedAt - (start + next * intervalMs))
-          target.emitProgress(progressPayload())
-          emitCallMs += performance.now() - lastEmitStartedAt
-          const cpu = process.cpuUsage(cpuBefore)
-          emitCallCpuUs += cpu.user + cpu.system
-          emitted++
-          next++
-        }
-        if (next >= total) return finish()
-        const wait = start + next * intervalMs - performance.now()
+        while (schedule.next < schedule.total && schedule.shedIfLate()) continue
+        if (schedule.next < schedule.total && performance.now() >= schedule.dueAt(schedule.next)) schedule.emitNext()
+        if (schedule.next >= schedule.total) return resolve(schedule.result())
+        const wait = schedule.dueAt(schedule.next) - performance.now()
         if (wait > 0) setTimeout(tick, wait)
         else setImmediate(tick)
       } catch (error) {
