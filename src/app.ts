@@ -12,7 +12,6 @@ import sprintStatusRoute from './routes/sprint-status.ts'
 import ingestRoute from './routes/ingest.ts'
 import upstreamImportsRoute from './routes/upstream-imports.ts'
 import batchesRoutes from './routes/batches.ts'
-import metricsRoute from './routes/metrics.ts'
 import sprintStatusWatcher from './plugins/sprint-status-watcher.ts'
 import orchestratorPlugin from './plugins/orchestrator.ts'
 import { orchestratorControlRoutes, orchestratorStatusRoute } from './routes/orchestrator.ts'
@@ -85,7 +84,8 @@ const sprintDashboardPlugin: FastifyPluginAsync<SprintDashboardOptions> = async 
       await readOnly.register(orchestratorStatusRoute)
       await readOnly.register(sprintStatusRoute, { artifactsDir: options.artifactsDir, lastGood: lastGoodSprintStatus })
       await readOnly.register(batchesRoutes)
-      if (options.metrics) await readOnly.register(metricsRoute)
+      // prom-client is loaded only when the route is on: off by default in a host app, which then does not carry it.
+      if (options.metrics) await readOnly.register(import('./routes/metrics.ts'))
     })
 
     // integration: write routes (POST /api/events) and the sprint-status watcher go here

@@ -26,7 +26,7 @@ import { sendFramed, textFrame } from '../lib/ws-frames.ts'
 import { createEventWriter } from '../lib/event-writer.ts'
 import { createGroupCommit } from '../lib/group-commit.ts'
 import { createPruner } from '../lib/pruner.ts'
-import { createLogSync, type BrokerStatus, type ConnectRequest } from '../lib/log-sync.ts'
+import type { BrokerStatus, ConnectRequest, createLogSync } from '../lib/log-sync.ts'
 
 export type { BrokerStatus, ConnectRequest }
 export type EventListener = (envelope: Envelope) => void
@@ -58,9 +58,10 @@ const noticeCheck = TypeCompiler.Compile(NoticeSchema)
  * could take back. `connect` commits and sends what is pending before it takes
  * its snapshot, so a new client sees exactly the events after its snapshot.
  * With the `redis` option the Redis stream orders events instead, and this
- * instance publishes what its reader applies (src/lib/log-sync.ts).
+ * instance publishes what its reader applies (`scaleOut`, src/lib/log-sync.ts,
+ * passed in so that a single instance never loads the Redis client).
  */
-export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger, guard?: StorageGuard) {
+export function createEvents (store: SprintStore, options: EventsOptions, log: FastifyBaseLogger, guard?: StorageGuard, scaleOut?: typeof createLogSync) {
   const stats = createStats()
   const fanOut = createFanOut({ maxBufferedBytes: options.maxBufferedBytes, log, stats })
   const listeners = new Set<EventListener>()
@@ -173,9 +174,10 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
     socket.on('pong', () => { client.lastPongAt = Date.now() })
   }
 
-  const logSync = options.redis == null
+  if (options.redis != null && scaleOut === undefined) throw new TypeError('createEvents: the redis option needs createLogSync')
+  const logSync = options.redis == null || scaleOut === undefined
     ? null
-    : createLogSync({
+    : scaleOut({
       redis: options.redis,
       retainEvents: options.retainEvents,
       maxReplay: options.maxReplay,
@@ -352,7 +354,9 @@ declare module 'fastify' {
 
 /** Decorates the parent with `events`; closes every client with 1001 before the server stops. */
 const eventsPlugin: FastifyPluginAsync<EventsOptions> = async function eventsPlugin (fastify, options) {
-  const events = createEvents(fastify.sprintStore, options, fastify.log, fastify.hasDecorator('sprintStorage') ? fastify.sprintStorage : undefined)
+  // The Redis client is loaded only when it is used: a single instance does not carry it in memory.
+  const scaleOut = options.redis == null ? undefined : (await import('../lib/log-sync.ts')).createLogSync
+  const events = createEvents(fastify.sprintStore, options, fastify.log, fastify.hasDecorator('sprintStorage') ? fastify.sprintStorage : undefined, scaleOut)
   fastify.decorate('events', events)
   await events.startLog()
   fastify.addHook('preClose', async () => {
