@@ -371,7 +371,12 @@ export type EventPayloads = { [T in EventTypeName]: EventPayload<T> }
 export const EventInputSchema = Type.Object({
   type: Type.String({ maxLength: Limits.key }),
   payload: Type.Unknown(),
-  timestamp: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the epoch, when the event happened' }))
+  timestamp: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the epoch, when the event happened' })),
+  idempotencyKey: Type.Optional(Type.String({
+    minLength: 1,
+    maxLength: Limits.key,
+    description: "The producer's name for this event, unique per event: sent again (a retry), an event whose key is stored is not stored twice"
+  }))
 }, closed)
 export type EventInput = Static<typeof EventInputSchema>
 

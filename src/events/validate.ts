@@ -137,10 +137,16 @@ export function validateTimestamp (timestamp: unknown, path: string, now: number
 }
 
 /**
- * Checks one event as an emitter sends it: its type and payload (`validateEvent`) and its optional
- * `timestamp` (`validateTimestamp`), with paths prefixed by `pathPrefix`.
+ * Checks one event as an emitter sends it: its type and payload (`validateEvent`), its optional
+ * `timestamp` (`validateTimestamp`) and its optional `idempotencyKey` (a string of 1 to `Limits.key`
+ * characters), with paths prefixed by `pathPrefix`.
  */
-export function validateEventInput (input: { type?: unknown, payload?: unknown, timestamp?: unknown }, pathPrefix = '', now: number = Date.now()): ErrorDetail[] {
+export function validateEventInput (input: { type?: unknown, payload?: unknown, timestamp?: unknown, idempotencyKey?: unknown }, pathPrefix = '', now: number = Date.now()): ErrorDetail[] {
   const details = validateEvent(input.type, input.payload, pathPrefix)
-  return input.timestamp === undefined ? details : [...details, ...validateTimestamp(input.timestamp, `${pathPrefix}/timestamp`, now)]
+  if (input.timestamp !== undefined) details.push(...validateTimestamp(input.timestamp, `${pathPrefix}/timestamp`, now))
+  const key = input.idempotencyKey
+  if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > Limits.key)) {
+    details.push({ path: `${pathPrefix}/idempotencyKey`, message: `Expected a string of 1 to ${Limits.key} characters, got ${JSON.stringify(key)?.slice(0, 64) ?? typeof key}` })
+  }
+  return details
 }

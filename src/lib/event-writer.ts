@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { StoredEventRow } from '../events/protocol.ts'
 import { StorageUnavailableError } from '../errors.ts'
-import type { EventToAppend, LoggedEventToAppend, SprintStore } from './sqlite-store.ts'
+import type { EventRow, EventToAppend, LoggedEventToAppend, SprintStore } from './sqlite-store.ts'
 import type { StorageGuard } from './storage-guard.ts'
 import { recordCommit, type SprintStats } from './stats.ts'
 
@@ -27,9 +27,9 @@ export function createEventWriter (store: SprintStore, stats: SprintStats, log: 
   }
 
   /** Runs one transaction of `count` events: all are stored or none, and the caller gets the reason. */
-  function write (count: number, append: () => StoredEventRow[]): StoredEventRow[] {
+  function write<Row extends StoredEventRow> (count: number, append: () => Row[]): Row[] {
     if (guard !== undefined && !guard.check()) throw lostError()
-    let rows: StoredEventRow[]
+    let rows: Row[]
     try {
       const started = performance.now()
       rows = append()
@@ -51,8 +51,8 @@ export function createEventWriter (store: SprintStore, stats: SprintStats, log: 
     failure,
     lostError,
 
-    /** Stores and commits validated events in one transaction; ids are given by the store. */
-    append (events: readonly EventToAppend[], now: number): StoredEventRow[] {
+    /** Stores and commits validated events in one transaction; ids are given by the store (see `appendEvents` for keys). */
+    append (events: readonly EventToAppend[], now: number): EventRow[] {
       return write(events.length, () => store.appendEvents(events, now))
     },
 

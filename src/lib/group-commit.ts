@@ -1,6 +1,6 @@
 import type { Envelope, EventTypeName } from '../events/schemas.ts'
 import type { StoredEventRow } from '../events/protocol.ts'
-import type { EventToAppend } from './sqlite-store.ts'
+import type { EventRow, EventToAppend } from './sqlite-store.ts'
 import type { EventWriter } from './event-writer.ts'
 
 /**
@@ -38,6 +38,21 @@ interface Queued extends EventToAppend {
  */
 export function createGroupCommit (writer: EventWriter, publish: Publish) {
   let queued: Queued[] = []
+
+  /**
+   * Publishes the rows stored now; an event whose idempotency key was stored before (a producer's retry)
+   * is not sent again, and its caller gets the stored envelope.
+   */
+  function settle (rows: readonly EventRow[], payloads: readonly unknown[]): Envelope[] {
+    if (!rows.some(row => row.duplicate === true)) return publish(rows, payloads)
+    const fresh = rows.flatMap((row, index) => row.duplicate === true ? [] : [index])
+    const published = fresh.length === 0 ? [] : publish(fresh.map(index => rows[index]!), fresh.map(index => payloads[index]))
+    let next = 0
+    return rows.map(row => row.duplicate === true
+      ? { id: row.id, type: row.type, payload: JSON.parse(row.payload) as unknown, timestamp: row.timestamp } as Envelope
+      : published[next++]!)
+  }
+
   /** The pending commit: an immediate (end of turn) or a timer (end of the window). */
   let scheduled: { endOfTurn: boolean, cancel: () => void } | null = null
   let lastCommitAt = Number.NEGATIVE_INFINITY
@@ -71,14 +86,14 @@ export function createGroupCommit (writer: EventWriter, publish: Publish) {
     if (group.length === 0) return
     queued = []
     lastCommitAt = performance.now()
-    let rows: StoredEventRow[]
+    let rows: EventRow[]
     try {
       rows = writer.append(group, Date.now())
     } catch (err) {
       for (const pending of group) pending.reject(err as Error)
       return
     }
-    const envelopes = publish(rows, group.map(pending => pending.payload))
+    const envelopes = settle(rows, group.map(pending => pending.payload))
     for (let index = 0; index < group.length; index++) group[index]!.resolve(envelopes[index]!)
   }
 
@@ -95,8 +110,7 @@ export function createGroupCommit (writer: EventWriter, publish: Publish) {
     /** Stores validated events in one transaction now, after the queued ones (ids stay in call order). */
     appendNow (events: readonly EventToAppend[]): Envelope[] {
       commit()
-      const rows = writer.append(events, Date.now())
-      return publish(rows, events.map(event => event.payload))
+      return settle(writer.append(events, Date.now()), events.map(event => event.payload))
     },
 
     /** Commits and publishes what is queued now rather than with the next group commit. */

@@ -143,8 +143,8 @@ export function createLogSync (options: LogSyncOptions) {
     const turn = pendingAppends
     pendingAppends = []
     if (turn.length === 0) return
-    redisLog.append(turn.map(pending => pending.event)).then(first => {
-      turn.forEach((pending, index) => pending.resolve({ id: first + index, type: pending.event.type, payload: pending.payload, timestamp: pending.event.timestamp } as Envelope))
+    redisLog.append(turn.map(pending => pending.event)).then(appended => {
+      turn.forEach((pending, index) => pending.resolve({ id: appended[index]!.id, type: pending.event.type, payload: pending.payload, timestamp: pending.event.timestamp } as Envelope))
     }, (err: unknown) => {
       const error = brokerError(err, turn.length)
       for (const pending of turn) pending.reject(error)
@@ -167,12 +167,15 @@ export function createLogSync (options: LogSyncOptions) {
   }
 
   return {
-    /** Queues one validated event for the turn's append; resolves once the stream holds it. */
-    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, timestamp: number | undefined): Promise<Envelope<T>> {
+    /**
+     * Queues one validated event for the turn's append; resolves once the stream holds it (or held it:
+     * an idempotency key appended before resolves to that event's id, with this call's timestamp).
+     */
+    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, timestamp: number | undefined, idempotencyKey?: string): Promise<Envelope<T>> {
       if (redisLog.state === 'down') return Promise.reject(brokerError(new Error('Redis is unreachable'), 1))
       return new Promise<Envelope<T>>((resolve, reject) => {
         pendingAppends.push({
-          event: { type, payloadJson: JSON.stringify(payload), timestamp: timestamp ?? Date.now() },
+          event: { type, payloadJson: JSON.stringify(payload), timestamp: timestamp ?? Date.now(), idempotencyKey },
           payload,
           resolve: resolve as (envelope: Envelope) => void,
           reject
@@ -187,14 +190,14 @@ export function createLogSync (options: LogSyncOptions) {
       appendTurn()
       if (redisLog.state === 'down') throw brokerError(new Error('Redis is unreachable'), inputs.length)
       const now = Date.now()
-      const events = inputs.map(input => ({ type: input.type, payloadJson: JSON.stringify(input.payload), timestamp: input.timestamp ?? now }))
-      let first: number
+      const events = inputs.map(input => ({ type: input.type, payloadJson: JSON.stringify(input.payload), timestamp: input.timestamp ?? now, idempotencyKey: input.idempotencyKey }))
+      let appended: Array<{ id: number }>
       try {
-        first = await redisLog.append(events)
+        appended = await redisLog.append(events)
       } catch (err) {
         throw brokerError(err, events.length)
       }
-      return events.map((event, index) => ({ id: first + index, type: event.type, payload: inputs[index]!.payload, timestamp: event.timestamp }) as Envelope)
+      return events.map((event, index) => ({ id: appended[index]!.id, type: event.type, payload: inputs[index]!.payload, timestamp: event.timestamp }) as Envelope)
     },
 
     /** Sends the turn's emits to the stream now. */

@@ -15,7 +15,18 @@ export interface LogAppend {
   type: string
   payloadJson: string
   timestamp: number
+  /** The producer's name for the event: one appended under it before (within IDEMPOTENCY_KEY_TTL_S) is not appended again. */
+  idempotencyKey?: string | undefined
 }
+
+/** What `append` did with one event: the id it got, or the id of the event appended earlier under its idempotency key. */
+export interface Appended {
+  id: number
+  duplicate: boolean
+}
+
+/** How long the stream remembers an idempotency key (`<key>:ik:<idempotency key>`): a producer's retries come within it. */
+export const IDEMPOTENCY_KEY_TTL_S = 86_400
 
 export type BrokerState = 'up' | 'down'
 
@@ -59,29 +70,45 @@ return {epoch, tostring(seq), wentBack}
 
 /**
  * Appends events in one atomic step: checks the epoch (a counter that vanished with a restarted Redis
- * must not start again at 1), takes `n` ids from the counter and XADDs each event under its id.
- * KEYS: stream, counter, epoch. ARGV: epoch, maxlen, then type, payload, timestamp per event.
- * Returns the first id.
+ * must not start again at 1), then for each event either finds its idempotency key (appended before:
+ * `=<id>`) or takes the next id from the counter, XADDs the event under it and remembers the key. The
+ * ids of one call are consecutive, so a reader never sees a gap. Keys are set by name (`<key>:ik:...`):
+ * fine on one Redis, not on a Cluster (which this does not support).
+ * KEYS: stream, counter, epoch. ARGV: epoch, maxlen, key prefix, key TTL (s), then type, payload,
+ * timestamp, idempotency key ('' for none) per event. Returns one id per event.
  */
 const appendScript = `
 local epoch = redis.call('GET', KEYS[3])
 if epoch ~= ARGV[1] then
   return redis.error_reply('SPRINT_EPOCH ' .. tostring(epoch))
 end
-local n = (#ARGV - 2) / 3
-local last = redis.call('INCRBY', KEYS[2], n)
-local first = last - n + 1
+local n = (#ARGV - 4) / 4
+local out = {}
+local seen = {}
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], tostring(first + i) .. '-0',
-    't', ARGV[3 + i * 3], 'p', ARGV[4 + i * 3], 'ts', ARGV[5 + i * 3])
+  local a = 4 + i * 4
+  local k = ARGV[a + 4]
+  local prior = false
+  if k ~= '' then prior = seen[k] or redis.call('GET', ARGV[3] .. k) end
+  if prior then
+    out[i + 1] = '=' .. prior
+  else
+    local id = tostring(redis.call('INCR', KEYS[2]))
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id .. '-0', 't', ARGV[a + 1], 'p', ARGV[a + 2], 'ts', ARGV[a + 3])
+    if k ~= '' then
+      redis.call('SET', ARGV[3] .. k, id, 'EX', ARGV[4])
+      seen[k] = id
+    end
+    out[i + 1] = id
+  end
 end
-return tostring(first)
+return out
 `
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     sprintInit (counter: string, epoch: string, last: number, gap: number, newEpoch: string): Result<[string, string, string], Context>
-    sprintAppend (stream: string, counter: string, epoch: string, ...args: Array<string | number>): Result<string, Context>
+    sprintAppend (stream: string, counter: string, epoch: string, ...args: Array<string | number>): Result<string[], Context>
   }
 }
 
@@ -123,10 +150,10 @@ export interface RedisLogOptions {
  * @example
  * const log = createRedisLog({ url: 'redis://127.0.0.1:6379', key: 'sprint-dashboard', retainEvents: 100_000, log: app.log,
  *   lastApplied: () => store.getLastEventId(), onEntries: apply, onReset: reset, onState: state => {} })
- * const firstId = await log.append([{ type: 'batch:start', payloadJson: '{"batch_id":1,"max_cycles":2}', timestamp: Date.now() }])
+ * const [{ id }] = await log.append([{ type: 'batch:start', payloadJson: '{"batch_id":1,"max_cycles":2}', timestamp: Date.now() }])
  */
 export function createRedisLog (options: RedisLogOptions) {
-  const keys = { stream: `${options.key}:stream`, counter: `${options.key}:seq`, epoch: `${options.key}:epoch` }
+  const keys = { stream: `${options.key}:stream`, counter: `${options.key}:seq`, epoch: `${options.key}:epoch`, idempotency: `${options.key}:ik:` }
   const common = {
     // Fail fast: a command while Redis is away is refused now, not queued for a reconnect that may not come.
     enableOfflineQueue: false,
@@ -231,19 +258,21 @@ export function createRedisLog (options: RedisLogOptions) {
     },
 
     /**
-     * Appends events in one script call (all or none) and resolves to the first id; the others follow it.
-     * Rejects when Redis is unreachable or the call fails; then nothing was appended, except for a call in
-     * flight at the moment the connection dropped, whose outcome cannot be known.
+     * Appends events in one script call (all or none) and resolves to their ids, in order; an event whose
+     * idempotency key was appended before gets that event's id, marked `duplicate`. Rejects when Redis is
+     * unreachable or the call fails; then nothing was appended, except for a call in flight at the moment
+     * the connection dropped, whose outcome cannot be known (a retry with the same keys settles it).
      */
-    async append (events: readonly LogAppend[]): Promise<number> {
-      const args: Array<string | number> = []
-      for (const event of events) args.push(event.type, event.payloadJson, event.timestamp)
+    async append (events: readonly LogAppend[]): Promise<Appended[]> {
+      const args: Array<string | number> = [keys.idempotency, IDEMPOTENCY_KEY_TTL_S]
+      for (const event of events) args.push(event.type, event.payloadJson, event.timestamp, event.idempotencyKey ?? '')
       for (let attempt = 0; ; attempt++) {
         if (epoch === null) await init()
         try {
-          const first = Number(await writer.sprintAppend(keys.stream, keys.counter, keys.epoch, epoch!, options.retainEvents, ...args))
-          newest = Math.max(newest, first + events.length - 1)
-          return first
+          const answer = await writer.sprintAppend(keys.stream, keys.counter, keys.epoch, epoch!, options.retainEvents, ...args)
+          const appended = answer.map(id => id.startsWith('=') ? { id: Number(id.slice(1)), duplicate: true } : { id: Number(id), duplicate: false })
+          for (const { id, duplicate } of appended) if (!duplicate) newest = Math.max(newest, id)
+          return appended
         } catch (err) {
           // Another epoch (Redis restarted empty, or another instance started one): learn it and try once more.
           if (attempt === 0 && String((err as Error).message).includes('SPRINT_EPOCH')) {

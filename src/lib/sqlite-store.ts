@@ -10,6 +10,8 @@ export interface EventRow {
   type: string
   payload: string
   timestamp: number
+  /** Set on what `appendEvents` returns for an event whose idempotency key was already stored: this is the stored one. */
+  duplicate?: true
 }
 
 export interface StoryRow {
@@ -115,6 +117,8 @@ export interface EventToAppend {
   payload: unknown
   payloadJson: string
   timestamp?: number | undefined
+  /** The producer's name for the event: one already stored under it is not stored again. */
+  idempotencyKey?: string | undefined
 }
 
 function toBatch (row: BatchDbRow | undefined): Batch | null {
@@ -153,7 +157,14 @@ export function migrateBatchesTable (db: Database.Database): void {
 const migrations: Migration[] = [
   { version: 1, name: 'events, batches, stories, commands, background tasks', up: db => db.exec(schema) },
   { version: 2, name: 'batches: all_done status and batch_mode column', up: migrateBatchesTable },
-  historyMigration(3, row => toBatch(row as unknown as BatchDbRow)!)
+  historyMigration(3, row => toBatch(row as unknown as BatchDbRow)!),
+  {
+    version: 4,
+    name: 'events.idempotency_key',
+    // Kept as long as the event: a producer's retry within the retained events is recognised.
+    up: db => db.exec(`ALTER TABLE events ADD COLUMN idempotency_key TEXT;
+      CREATE UNIQUE INDEX events_idempotency_key ON events(idempotency_key) WHERE idempotency_key IS NOT NULL`)
+  }
 ]
 
 function toEnvelope (row: EventRow): Envelope {
@@ -183,8 +194,9 @@ export function createStore (dbPath: string) {
   const statements = {
     begin: db.prepare('BEGIN'),
     commit: db.prepare('COMMIT'),
-    insertEvent: db.prepare<[number, string, string, number, number | null]>(
-      'INSERT INTO events (id, type, payload, timestamp, batch_id) VALUES (?, ?, ?, ?, ?)'),
+    insertEvent: db.prepare<[number, string, string, number, number | null, string | null]>(
+      'INSERT INTO events (id, type, payload, timestamp, batch_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?)'),
+    eventByKey: db.prepare<[string], EventRow>('SELECT id, type, payload, timestamp FROM events WHERE idempotency_key = ?'),
     recentEvents: db.prepare<[number], EventRow>(
       'SELECT id, type, payload, timestamp FROM (SELECT id, type, payload, timestamp FROM events ORDER BY id DESC LIMIT ?) ORDER BY id ASC'),
     eventsAfter: db.prepare<[number, number], EventRow>(
@@ -287,19 +299,30 @@ export function createStore (dbPath: string) {
     }
   }
 
-  function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number, givenId?: number): EventRow {
+  function appendOne (type: EventTypeName, payload: unknown, payloadJson: string, timestamp: number, givenId?: number, idempotencyKey?: string): EventRow {
     // A batch:start belongs to the batch it opens, not to the one it replaces.
     const batchId = type === EventType.BATCH_START ? (payload as EventPayload<'batch:start'>).batch_id : activeBatchId
     const id = givenId ?? ++lastIssuedId
     if (id > lastIssuedId) lastIssuedId = id
-    statements.insertEvent.run(id, type, payloadJson, timestamp, batchId)
+    statements.insertEvent.run(id, type, payloadJson, timestamp, batchId, idempotencyKey ?? null)
     project(type, payload, timestamp)
     history.record(type, payload, timestamp, batchId)
     return { id, type, payload: payloadJson, timestamp }
   }
 
-  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) =>
-    events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)))
+  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) => {
+    // Keys stored by this very call count too: a retry can share a group commit with the first attempt.
+    const stored = new Map<string, EventRow>()
+    return events.map((e): EventRow => {
+      const key = e.idempotencyKey
+      if (key === undefined) return appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)
+      const prior = stored.get(key) ?? statements.eventByKey.get(key)
+      if (prior !== undefined) return { id: prior.id, type: prior.type, payload: prior.payload, timestamp: prior.timestamp, duplicate: true }
+      const row = appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp, undefined, key)
+      stored.set(key, row)
+      return row
+    })
+  })
 
   const appendLogged = db.transaction((events: readonly LoggedEventToAppend[]) =>
     events.map(e => appendOne(e.type, e.payload, e.payloadJson, e.timestamp, e.id)))
@@ -346,7 +369,8 @@ export function createStore (dbPath: string) {
 
     /**
      * Appends validated events in one transaction: all are stored or none. Each is stamped with its own
-     * `timestamp` (when the producer said it happened) or, without one, with `timestamp`.
+     * `timestamp` (when the producer said it happened) or, without one, with `timestamp`. An event whose
+     * `idempotencyKey` is already stored is not stored again: its row is the stored one, marked `duplicate`.
      */
     appendEvents (events: readonly EventToAppend[], timestamp: number): EventRow[] {
       return appendMany(events, timestamp)

@@ -204,14 +204,16 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
      * This instance's clients and listeners get the event when its reader applies it, a moment later.
      *
      * `options.timestamp`: when the event happened (ms), if not now; see `validateTimestamp`.
+     * `options.idempotencyKey`: the producer's unique name for this event; when an event with this key is
+     * stored already (a retry), nothing is stored or sent again and the Promise resolves to the stored envelope.
      *
      * @example
      * const envelope = await app.events.emit('command:start', { story_key: '2a-1', command: 'dev-story', task_id: 'implement' })
      */
-    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number } = {}): Promise<Envelope<T>> {
-      const details = validateEventInput({ type, payload, timestamp: options.timestamp })
+    emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, options: { timestamp?: number | undefined, idempotencyKey?: string | undefined } = {}): Promise<Envelope<T>> {
+      const details = validateEventInput({ type, payload, timestamp: options.timestamp, idempotencyKey: options.idempotencyKey })
       if (details.length > 0) return Promise.reject(invalid(type, details))
-      if (logSync !== null) return handled(logSync.emit(type, payload, options.timestamp))
+      if (logSync !== null) return handled(logSync.emit(type, payload, options.timestamp, options.idempotencyKey))
       if (!writer.writable) return handled(Promise.reject(writer.lostError()))
       let payloadJson: string
       try {
@@ -219,7 +221,7 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
       } catch (err) {
         return handled(Promise.reject(writer.failure(err, 1)))
       }
-      return handled(commits.enqueue({ type, payload, payloadJson, timestamp: options.timestamp ?? Date.now() }))
+      return handled(commits.enqueue({ type, payload, payloadJson, timestamp: options.timestamp ?? Date.now(), idempotencyKey: options.idempotencyKey }))
     },
 
     /**
@@ -238,7 +240,8 @@ export function createEvents (store: SprintStore, options: EventsOptions, log: F
         type: input.type as EventTypeName,
         payload: input.payload,
         payloadJson: JSON.stringify(input.payload),
-        timestamp: input.timestamp
+        timestamp: input.timestamp,
+        idempotencyKey: input.idempotencyKey
       })))
     },
 

@@ -15,7 +15,7 @@ import { RequestLimits } from '../events/protocol.ts'
 import { recordIngestRejection } from '../lib/stats.ts'
 
 export const IngestBodySchema = Type.Union([EventInputSchema, Type.Array(EventInputSchema)], {
-  description: 'One event {type, payload, timestamp?} or an array of up to 1,000'
+  description: 'One event {type, payload, timestamp?, idempotencyKey?} or an array of up to 1,000'
 })
 export type IngestBody = Static<typeof IngestBodySchema>
 
@@ -37,11 +37,11 @@ function describeBody (body: unknown): ErrorDetail[] {
     }
     const details: ErrorDetail[] = []
     for (const key of Object.keys(item)) {
-      if (key !== 'type' && key !== 'payload' && key !== 'timestamp') {
-        details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type", "payload" and an optional "timestamp"' })
+      if (key !== 'type' && key !== 'payload' && key !== 'timestamp' && key !== 'idempotencyKey') {
+        details.push({ path: `${prefix}/${key}`, message: 'Unexpected property; an event has only "type", "payload" and an optional "timestamp" and "idempotencyKey"' })
       }
     }
-    return [...details, ...validateEventInput(item as { type?: unknown, payload?: unknown, timestamp?: unknown }, prefix)]
+    return [...details, ...validateEventInput(item as { type?: unknown, payload?: unknown, timestamp?: unknown, idempotencyKey?: unknown }, prefix)]
   }
   if (Array.isArray(body)) return body.flatMap((item, index) => shapeOf(item, `/${index}`))
   return shapeOf(body, '')
@@ -117,8 +117,8 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
     }
     // A single event reports its paths without an index (`/payload/status`). emit() resolves once
     // the event is committed, with the other requests' events of the same turn: one commit for all.
-    const { type, payload, timestamp } = body as EventInput
-    const envelope = await fastify.events.emit(type as EventTypeName, payload as never, { timestamp })
+    const { type, payload, timestamp, idempotencyKey } = body as EventInput
+    const envelope = await fastify.events.emit(type as EventTypeName, payload as never, { timestamp, idempotencyKey })
     reply.code(201)
     return { events: [envelope] }
   })

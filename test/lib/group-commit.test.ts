@@ -51,6 +51,21 @@ t.test('the events queued in one turn share one transaction and are published, i
   t.equal(stats.commitTime.count, 1, 'one commit')
 })
 
+t.test('an event whose idempotency key is stored is not published again; its caller gets the stored envelope', async t => {
+  const { commits, published, storedIds, event } = await setup(t)
+  const first = commits.enqueue({ ...event(1), idempotencyKey: 'p:1' })
+  // A retry that lands in the same group, and one after the commit.
+  const sameGroup = commits.enqueue({ ...event(1), idempotencyKey: 'p:1' })
+  const other = commits.enqueue(event(2))
+  t.same((await Promise.all([first, sameGroup, other])).map(e => e.id), [1, 1, 2])
+  const later = await commits.enqueue({ ...event(1), idempotencyKey: 'p:1' })
+  t.same(later, { id: 1, type: 'story:status', payload: event(1).payload, timestamp: event(1).timestamp }, 'the stored envelope')
+  const now = commits.appendNow([{ ...event(1), idempotencyKey: 'p:1' }, event(3)])
+  t.same(now.map(e => e.id), [1, 3])
+  t.same(published.map(p => p.ids), [[1, 2], [3]], 'each event published once')
+  t.same(storedIds(), [1, 2, 3])
+})
+
 t.test('appendNow commits what is queued first, so ids stay in call order', async t => {
   const { commits, published, event } = await setup(t)
   const queued = commits.enqueue(event(1))

@@ -133,7 +133,7 @@ t.test('a database written by the release before schema versions is upgraded in 
   const file = path.join(await tempDir(t), 'old.db')
   await copyFile(fileURLToPath(new URL('../fixtures/pre-history/sprint-v0.db', import.meta.url)), file)
   const { store, detail, append } = await openStore(t, file)
-  t.same(store.migration, { from: 0, to: 3, applied: ['events, batches, stories, commands, background tasks', 'batches: all_done status and batch_mode column', 'story_runs and command_runs, rebuilt from the stored events'] })
+  t.same(store.migration, { from: 0, to: 4, applied: ['events, batches, stories, commands, background tasks', 'batches: all_done status and batch_mode column', 'story_runs and command_runs, rebuilt from the stored events', 'events.idempotency_key'] })
   t.equal(store.countEvents(), 15, 'the events are kept')
   t.match(store.getBatch(1), { status: 'completed', cycles_completed: 1, batch_mode: 'fixed' }, 'and the batch rows')
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { createRedisLog, EPOCH_ID_GAP, type BrokerState, type LogEntry } from '../../src/lib/redis-log.ts'
+import { createRedisLog, EPOCH_ID_GAP, IDEMPOTENCY_KEY_TTL_S, type BrokerState, type LogEntry } from '../../src/lib/redis-log.ts'
 import { requireRedis, startRedisServer, type RedisServer } from '../fixtures/redis-server.ts'
 import { waitFor, type TestContext } from '../helper.ts'
 
@@ -43,7 +43,9 @@ t.test('redis-log', async t => {
     const b = openLog(t, redis, { key: 'order' })
     await Promise.all([a.log.start(), b.log.start()])
     t.equal(a.log.state, 'up')
-    const firsts = await Promise.all([a.log.append(events(3, 0)), b.log.append(events(2, 3)), a.log.append(events(1, 5))])
+    const answers = await Promise.all([a.log.append(events(3, 0)), b.log.append(events(2, 3)), a.log.append(events(1, 5))])
+    t.ok(answers.every(answer => answer.every(appended => !appended.duplicate)))
+    const firsts = answers.map(answer => answer[0]!.id)
     const sizes = [3, 2, 1]
     const given = firsts.flatMap((first, call) => Array.from({ length: sizes[call]! }, (_, i) => first + i)).sort((x, y) => x - y)
     t.same(given, [1, 2, 3, 4, 5, 6], 'each call got its own run of consecutive ids, none shared')
@@ -56,6 +58,27 @@ t.test('redis-log', async t => {
     t.equal(a.applied[0]!.type, 'command:progress')
     t.equal(a.log.newestId, 6)
     t.same(a.resets, [])
+  })
+
+  t.test('an idempotency key is appended once, across calls and instances; ids stay consecutive', async t => {
+    const a = openLog(t, redis, { key: 'keys' })
+    const b = openLog(t, redis, { key: 'keys' })
+    await Promise.all([a.log.start(), b.log.start()])
+    const keyed = (n: number, key: string) => ({ ...events(1, n)[0]!, idempotencyKey: key })
+    t.same(await a.log.append([keyed(0, 'p:1'), keyed(1, 'p:2')]), [{ id: 1, duplicate: false }, { id: 2, duplicate: false }])
+    // A retry of the same events through the other instance, with one new event after them.
+    t.same(await b.log.append([keyed(0, 'p:1'), keyed(1, 'p:2'), keyed(2, 'p:3')]),
+      [{ id: 1, duplicate: true }, { id: 2, duplicate: true }, { id: 3, duplicate: false }])
+    // The same key twice in one call, between unkeyed events.
+    t.same(await a.log.append([...events(1, 3), keyed(4, 'p:4'), keyed(4, 'p:4'), ...events(1, 5)]),
+      [{ id: 4, duplicate: false }, { id: 5, duplicate: false }, { id: 5, duplicate: true }, { id: 6, duplicate: false }])
+    await waitFor(() => a.applied.length === 6 && b.applied.length === 6)
+    t.same(a.applied.map(entry => entry.id), [1, 2, 3, 4, 5, 6], 'no gap, each event once')
+    t.same(a.applied.map(entry => JSON.parse(entry.payload).n), [0, 1, 2, 3, 4, 5])
+    const client = new Redis(redis.url)
+    t.teardown(() => client.disconnect())
+    const ttl = await client.ttl('keys:ik:p:1')
+    t.ok(ttl > 0 && ttl <= IDEMPOTENCY_KEY_TTL_S, `the key expires (ttl ${ttl} s)`)
   })
 
   t.test('XRANGE returns the entries between two ids; the stream is trimmed to about retainEvents', async t => {
@@ -96,7 +119,7 @@ t.test('redis-log', async t => {
     await t.rejects(a.log.append(events(1)))
     await redis.start()
     await waitFor(() => a.log.state === 'up', 10_000)
-    t.equal(await a.log.append(events(2)), 1, 'the first id of a new stream is 1')
+    t.equal((await a.log.append(events(2)))[0]!.id, 1, 'the first id of a new stream is 1')
     await waitFor(() => a.applied.length === 2)
     t.same(a.resets, [])
   })
@@ -110,7 +133,7 @@ t.test('redis-log', async t => {
     await redis.start({ empty: true })
     await waitFor(() => a.resets.length === 1, 10_000)
     t.match(a.resets[0], /epoch/)
-    const first = await a.log.append(events(1))
+    const first = (await a.log.append(events(1)))[0]!.id
     t.equal(first, 3 + EPOCH_ID_GAP + 1, 'the new epoch starts above the gap')
     await waitFor(() => a.applied.length === 4)
     t.equal(a.applied[3]!.id, first)

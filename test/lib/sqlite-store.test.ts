@@ -157,6 +157,42 @@ t.test('appendEvents is all or nothing', async t => {
   t.same(store.appendEvents([good, good], 1).map(r => r.id), [3, 4], 'the rolled-back ids 1 and 2 are not given again')
 })
 
+t.test('appendEvents stores an idempotency key once: a retry gets the stored row, marked duplicate', async t => {
+  const { store, file } = await openStore(t)
+  const event = (n: number, idempotencyKey?: string) => {
+    const payload = { story_key: 's', command: 'c', task_id: 't', message: `m${n}` }
+    return { type: 'command:progress' as const, payload, payloadJson: JSON.stringify(payload), timestamp: 1000 + n, idempotencyKey }
+  }
+  t.same(store.appendEvents([event(1, 'p:1'), event(2), event(3, 'p:3')], 5000).map(row => row.id), [1, 2, 3])
+  // The retry carries the two keyed events again (the first with another payload: the stored one wins) and a new one;
+  // the same key twice in one call is stored once too.
+  const retry = store.appendEvents([{ ...event(9, 'p:1') }, event(3, 'p:3'), event(4, 'p:4'), event(4, 'p:4'), event(5)], 6000)
+  t.same(retry.map(row => [row.id, row.duplicate === true]), [[1, true], [3, true], [4, false], [4, true], [5, false]])
+  t.same(retry[0], { id: 1, type: 'command:progress', payload: event(1).payloadJson, timestamp: 1001, duplicate: true }, 'the stored event, not the retry')
+  t.equal(store.countEvents(), 5, 'each event stored once')
+  t.same(store.getEventsAfter(0, 10).map(e => (e.payload as { message: string }).message), ['m1', 'm2', 'm3', 'm4', 'm5'])
+  store.close()
+  const reopened = createStore(file)
+  t.teardown(() => reopened.close())
+  t.equal(reopened.appendEvents([event(1, 'p:1')], 7000)[0]!.duplicate, true, 'keys survive a restart')
+  reopened.deleteEventsUpTo(1)
+  t.same(reopened.appendEvents([event(1, 'p:1')], 8000).map(row => [row.id, row.duplicate === true]), [[6, false]], 'and go with their pruned event')
+})
+
+t.test('a database made before idempotency keys (schema 3) gets the column in place', async t => {
+  const { store, file } = await openStore(t)
+  store.appendEvents([{ type: 'context:fresh', payload: { message: 'kept' }, payloadJson: '{"message":"kept"}' }], 1000)
+  // Back to schema 3 as that release wrote it: no column, no index.
+  store.db.exec('DROP INDEX events_idempotency_key; ALTER TABLE events DROP COLUMN idempotency_key; PRAGMA user_version = 3')
+  store.close()
+  const upgraded = createStore(file)
+  t.teardown(() => upgraded.close())
+  t.same(upgraded.migration, { from: 3, to: 4, applied: ['events.idempotency_key'] })
+  t.equal(upgraded.countEvents(), 1, 'the events are kept')
+  const keyed = { type: 'context:fresh' as const, payload: { message: 'new' }, payloadJson: '{"message":"new"}', idempotencyKey: 'k' }
+  t.same(upgraded.appendEvents([keyed, keyed], 2000).map(row => [row.id, row.duplicate === true]), [[2, false], [2, true]])
+})
+
 t.test('ids are never reused after deleting', async t => {
   const { store, append } = await openStore(t)
   for (let i = 0; i < 3; i++) append('error', { type: 'x', message: String(i) })

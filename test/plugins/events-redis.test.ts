@@ -56,6 +56,23 @@ t.test('events on a Redis stream (scale-out)', async t => {
     t.equal(health.body.broker, 'up')
   })
 
+  t.test('a retry with the idempotency key on the other instance is answered with the first id and sent once', async t => {
+    const { a, b } = await pair(t)
+    const { client: onA } = await connect(t, a.wsUrl)
+    const first = await a.app.events.emit('command:progress', progress(1), { idempotencyKey: 'p:1' })
+    const retry = await post(b.url, { type: 'command:progress', payload: progress(1), idempotencyKey: 'p:1' })
+    t.equal(retry.status, 201)
+    t.equal(retry.body.events[0].id, first.id, 'the id of the stored event')
+    const again = await b.app.events.emit('command:progress', progress(1), { idempotencyKey: 'p:1' })
+    t.equal(again.id, first.id, 'emit in the same turn as others too')
+    const next = await a.app.events.emit('command:progress', progress(2))
+    t.equal(next.id, first.id + 1, 'no id was spent on the retries')
+    const seen = await takeEvents(onA, 2)
+    t.same(seen.events.map(e => e.payload.message), ['step 1', 'step 2'], 'each event sent once')
+    await waitFor(() => b.app.events.lastEventId === next.id)
+    t.equal(b.app.sprintStore.countEvents(), 2, 'and stored once on the other instance')
+  })
+
   t.test('a client of one instance resumes on another with since; from the stream when the local store does not hold the range', async t => {
     const { a, b } = await pair(t, { retainEvents: 10 })
     const { client } = await connect(t, a.wsUrl)

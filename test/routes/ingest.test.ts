@@ -103,6 +103,33 @@ t.test('a producer timestamp is kept; one too far ahead or not an integer is ref
   t.equal(app.events.lastEventId, lastId + 1, 'only the plausible one was stored')
 })
 
+t.test('an idempotency key: a retried event is answered with the stored envelope and stored and sent once', async (t) => {
+  const { app, url, wsUrl } = await listen(t)
+  const { client } = await connect(t, wsUrl)
+  const keyed = (event: { type: string, payload: unknown }, idempotencyKey: string) => ({ ...event, idempotencyKey })
+  const first = await post(url, keyed(batchStart, 'orchestrator-1:1'))
+  t.equal(first.status, 201)
+  const retry = await post(url, keyed(batchStart, 'orchestrator-1:1'))
+  t.equal(retry.status, 201, 'a retry is not an error')
+  t.same(retry.body, first.body, 'it gets the envelope stored the first time')
+  // An array retried with one more event: only the new one is stored.
+  const array = await post(url, [keyed(commandStart, 'orchestrator-1:2')])
+  const arrayRetry = await post(url, [keyed(commandStart, 'orchestrator-1:2'), keyed(commandStart, 'orchestrator-1:3')])
+  t.equal(arrayRetry.status, 201)
+  t.same(arrayRetry.body.events.map((e: { id: number }) => e.id), [array.body.events[0].id, array.body.events[0].id + 1])
+  t.equal(app.sprintStore.countEvents(), 3, 'three events stored')
+  const sent = await client.take(3)
+  t.same(sent.map((e: { id: number }) => e.id), [1, 2, 3], 'and each sent once')
+  await post(url, batchStart)
+  t.equal((await client.next()).id, 4, 'nothing else was sent in between')
+
+  for (const bad of ['', 7, 'k'.repeat(257)]) {
+    const reply = await post(url, { ...batchStart, idempotencyKey: bad })
+    t.equal(reply.status, 400, `idempotencyKey ${JSON.stringify(bad).slice(0, 20)} is refused`)
+    t.equal(reply.body.details[0].path, '/idempotencyKey')
+  }
+})
+
 t.test('bodies that are not events', async (t) => {
   const { url } = await listen(t)
   const notObjects = await post(url, [1, { type: 'batch:start' }, { payload: {} }])
