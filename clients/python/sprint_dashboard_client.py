@@ -20,7 +20,10 @@ Delivery:
 
 * The service down, or answering 5xx (or 408/429): the same events are retried
   with capped exponential backoff (0.2 s doubling to 5 s), so nothing is lost
-  or reordered while the service restarts.
+  or reordered while the service restarts. Each event carries an
+  ``idempotencyKey`` (this emitter's random name and a counter), so an event
+  the service stored although its answer never came is not stored twice when
+  it is sent again.
 * A 4xx (or any other answer) is final: the refused events are logged with the
   service's message and the following events still go. The service refuses an
   array as a whole, so after a 400 or 413 for several events they are sent
@@ -42,6 +45,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,6 +120,10 @@ class Emitter:
         # After a 400/413 for several events, events up to this number go one per request.
         self._one_by_one_through = 0
         self._thread: Optional[threading.Thread] = None
+        # Names events for the service's idempotency check: unique per emitter and process (see _next_key).
+        self._producer = ""
+        self._producer_pid = 0
+        self._next_key_number = 1
         self._closed = False
         self._stop = threading.Event()
 
@@ -134,10 +142,12 @@ class Emitter:
         """Queues one event stamped with the current time; returns at once and never raises."""
         try:
             timestamp = int(time.time() * 1000)
+            with self._cond:
+                key = self._next_key()
             try:
                 # Serialised now, so that the caller may go on changing its payload object.
                 item = json.dumps(
-                    {"type": event_type, "payload": payload, "timestamp": timestamp},
+                    {"type": event_type, "payload": payload, "timestamp": timestamp, "idempotencyKey": key},
                     allow_nan=False, separators=(",", ":"),
                 ).encode("utf-8")
             except (TypeError, ValueError, RecursionError) as error:
@@ -212,6 +222,18 @@ class Emitter:
         return len(self._queue)
 
     # -- the queue ---------------------------------------------------------------------------
+
+    def _next_key(self) -> str:
+        # Called with _cond held. A forked child holds a copy of this emitter: it takes a new name, or its
+        # events and the parent's would share keys and the service would drop one of each pair as a retry.
+        pid = os.getpid()
+        if pid != self._producer_pid:
+            self._producer = uuid.uuid4().hex
+            self._producer_pid = pid
+            self._next_key_number = 1
+        key = f"{self._producer}:{self._next_key_number}"
+        self._next_key_number += 1
+        return key
 
     def _drop_oldest(self) -> None:
         seq, _type, _item = self._queue.popleft()

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Envelope, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { RequestLimits } from '../events/protocol.ts'
 
@@ -13,6 +14,8 @@ export type TypedEventInput = { [T in EventTypeName]: { type: T, payload: EventP
 export interface UncheckedEventInput {
   type: string
   payload: unknown
+  /** The producer's unique name for the event; the client names each event itself when this is absent. */
+  idempotencyKey?: string
 }
 
 /** A field the server rejected: JSON pointer into the request body and what is wrong there. */
@@ -84,6 +87,9 @@ function isConnectionRefused (error: unknown): boolean {
  */
 const RETRIED_CODES = new Set(['SPRINT_BROKER_UNAVAILABLE', 'SPRINT_STORAGE_UNAVAILABLE'])
 
+/** The connection broke after the request went out: the service may have stored the events, or not. */
+const LOST_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'])
+
 function networkErrorCode (error: unknown): string | undefined {
   let current: unknown = error
   for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
@@ -121,14 +127,22 @@ export function createEventClient (options: EventClientOptions) {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (options.token !== undefined && options.token !== '') headers.authorization = `Bearer ${options.token}`
 
-  async function post (body: unknown): Promise<Envelope[]> {
-    const json = JSON.stringify(body)
+  // Every event is named (this client's random id and a counter) before its first attempt, so a retry after
+  // a 503 whose outcome is unknown (the Redis connection dropped with the append in flight) is stored once.
+  const producer = randomUUID()
+  let named = 0
+  const withKey = (event: object): object =>
+    'idempotencyKey' in event && event.idempotencyKey !== undefined ? event : { ...event, idempotencyKey: `${producer}:${++named}` }
+
+  async function post (body: object): Promise<Envelope[]> {
+    const json = JSON.stringify(Array.isArray(body) ? body.map(withKey) : withKey(body))
     for (let attempt = 0; ; attempt++) {
       let response: Response
       try {
         response = await doFetch(endpoint, { method: 'POST', headers, body: json, signal: AbortSignal.timeout(timeoutMs) })
       } catch (error) {
-        if (attempt < retries && isConnectionRefused(error)) {
+        // Refused: nothing was sent. Lost: the answer was; the events' idempotency keys make sending them again safe.
+        if (attempt < retries && (isConnectionRefused(error) || LOST_CONNECTION_CODES.has(networkErrorCode(error) ?? ''))) {
           await new Promise((resolve) => setTimeout(resolve, Math.min(maxRetryDelayMs, retryDelayMs * 2 ** attempt)))
           continue
         }

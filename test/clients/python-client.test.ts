@@ -2,7 +2,7 @@ import t from 'tap'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFile } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect as netConnect, createServer, type AddressInfo } from 'node:net'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { connect, listen, tempDir, type TestContext } from '../helper.ts'
@@ -182,6 +182,47 @@ print(json.dumps({"flushed": client.flush(timeout=60)}))
   t.ok(stored.every(envelope => envelope.timestamp <= emittedAt && envelope.timestamp < startedAt),
     'stamped when emitted, before the service even started')
   t.match(script.stderr, /reachable again/)
+})
+
+t.test('an answer lost after the service stored the events: the retry is not stored twice', async (t) => {
+  const { app, port } = await listen(t)
+  // A proxy that lets the first request through to the service and then drops its answer (201 and all),
+  // as a network that fails at the worst moment would; later requests pass both ways.
+  const lostAnswers: string[] = []
+  const proxy = createServer(downstream => {
+    const upstream = netConnect(port, '127.0.0.1')
+    downstream.on('error', () => {})
+    upstream.on('error', () => {})
+    downstream.pipe(upstream)
+    if (lostAnswers.length === 0) {
+      upstream.once('data', (chunk: Buffer) => {
+        lostAnswers.push(chunk.toString('latin1').split('\r\n')[0]!)
+        downstream.destroy()
+        upstream.destroy()
+      })
+    } else {
+      upstream.pipe(downstream)
+    }
+  })
+  proxy.listen(0, '127.0.0.1')
+  await once(proxy, 'listening')
+  t.teardown(() => new Promise<void>(resolve => { proxy.close(() => resolve()) }))
+  const proxyPort = (proxy.address() as AddressInfo).port
+
+  const script = await runPython(t, `
+import json
+import sprint_dashboard_client as client
+${PYTHON_EVENTS}
+for i in range(20):
+    client.emit_event(*event(i))
+print(json.dumps({"flushed": client.flush(timeout=30)}))
+`, { SPRINT_URL: `http://127.0.0.1:${proxyPort}` })
+  t.same(await script.json(), { flushed: true })
+  t.equal(await script.exited, 0)
+  t.same(lostAnswers, ['HTTP/1.1 201 Created'], 'the first request was stored and its answer lost')
+  const stored = app.sprintStore.getEventsAfter(0, 1000)
+  t.same(stored.map(envelope => ({ type: envelope.type, payload: envelope.payload })),
+    Array.from({ length: 20 }, (_, i) => expectedEvent(i)), 'every event once, in order')
 })
 
 t.test('a 4xx does not block the events after it: in an array, only the bad event is dropped', async (t) => {

@@ -104,18 +104,37 @@ t.test('it gives up after the configured retries', async (t) => {
   t.equal(attempts, 3, 'the first try and two retries')
 })
 
-t.test('other network failures are not retried', async (t) => {
-  let attempts = 0
+t.test('a connection lost before the answer is retried with the same idempotency keys; other failures are not retried', async (t) => {
+  const bodies: unknown[] = []
   const client = createEventClient({
+    url: 'http://127.0.0.1:1',
+    retryDelayMs: 1,
+    fetch: async (_input, init) => {
+      bodies.push(JSON.parse(String(init?.body)))
+      if (bodies.length === 1) throw new TypeError('fetch failed', { cause: Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }) })
+      return new Response(JSON.stringify({ events: [] }), { status: 201 })
+    }
+  })
+  await client.emitUnchecked([{ type: 'batch:start', payload: { batch_id: 1, max_cycles: 2 } }, { type: 'batch:end', payload: { batch_id: 1, status: 'stopped' }, idempotencyKey: 'mine' }])
+  t.equal(bodies.length, 2, 'sent again after the reset')
+  t.same(bodies[1], bodies[0], 'the same events under the same keys')
+  const [named, own] = bodies[0] as Array<{ idempotencyKey: string }>
+  t.match(named!.idempotencyKey, /^[0-9a-f-]{36}:1$/, 'the client names an event without a key')
+  t.equal(own!.idempotencyKey, 'mine', 'and keeps a key the caller gave')
+  await client.emit('batch:start', { batch_id: 2, max_cycles: 2 })
+  t.match((bodies[2] as { idempotencyKey: string }).idempotencyKey, /:2$/, 'each event gets its own key')
+
+  let attempts = 0
+  const timingOut = createEventClient({
     url: 'http://127.0.0.1:1',
     fetch: async () => {
       attempts++
-      throw new TypeError('fetch failed', { cause: Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }) })
+      throw Object.assign(new Error('The operation was aborted due to timeout'), { name: 'TimeoutError' })
     }
   })
-  const error = await client.emit('batch:start', { batch_id: 1, max_cycles: 2 }).catch((caught: unknown) => caught)
-  t.match(error, { code: 'ECONNRESET' })
-  t.equal(attempts, 1, 'the request may have been stored: a retry could duplicate it')
+  const error = await timingOut.emit('batch:start', { batch_id: 1, max_cycles: 2 }).catch((caught: unknown) => caught)
+  t.match(error, { message: /no answer within/ })
+  t.equal(attempts, 1, 'a timeout is reported, not waited out again')
 })
 
 t.test('a 503 that stored nothing (broker or store down) is retried; other 5xx answers are not', async (t) => {
