@@ -25,8 +25,12 @@ export interface Appended {
   duplicate: boolean
 }
 
-/** How long the stream remembers an idempotency key (`<key>:ik:<idempotency key>`): a producer's retries come within it. */
-export const IDEMPOTENCY_KEY_TTL_S = 86_400
+/**
+ * How long Redis remembers an idempotency key (`<key>:ik:<idempotency key>`). A producer retries within seconds, or
+ * when the service is back after an outage; an hour covers that. Each key costs Redis about 170 bytes, so a keyed
+ * producer at 200 events/s keeps about 120 MB of keys, one at a few events/s a few MB.
+ */
+export const IDEMPOTENCY_KEY_TTL_S = 3600
 
 export type BrokerState = 'up' | 'down'
 
