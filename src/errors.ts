@@ -42,6 +42,10 @@ export const StorageUnavailableError = createError<[string]>(
 export const BrokerUnavailableError = createError<[string]>(
   'SPRINT_BROKER_UNAVAILABLE', 'The event broker (Redis) cannot take events right now (%s); nothing was stored, try again', 503)
 
+/** An idempotency key that already names another event (another type or payload): nothing of the request was stored. */
+export const IdempotencyConflictError = createError<[string, number]>(
+  'SPRINT_IDEMPOTENCY_CONFLICT', 'The idempotency key "%s" already names another event (id %d): a key must name one event; nothing of this request was stored', 409)
+
 /** The service's error reply, as the error handler in app.ts sends it. */
 export const ErrorReplySchema = Type.Object({
   statusCode: Type.Integer(),

@@ -36,6 +36,8 @@ export function createEventWriter (store: SprintStore, stats: SprintStats, log: 
       recordCommit(stats, (performance.now() - started) / 1000)
     } catch (err) {
       if (store.db.inTransaction) store.db.exec('ROLLBACK')
+      // The producer's mistake, not the store's: it goes back to the caller as it is.
+      if ((err as { code?: string }).code === 'SPRINT_IDEMPOTENCY_CONFLICT') throw err
       throw failure(err, count)
     }
     guard?.recordSuccess()
@@ -52,8 +54,8 @@ export function createEventWriter (store: SprintStore, stats: SprintStats, log: 
     lostError,
 
     /** Stores and commits validated events in one transaction; ids are given by the store (see `appendEvents` for keys). */
-    append (events: readonly EventToAppend[], now: number): EventRow[] {
-      return write(events.length, () => store.appendEvents(events, now))
+    append (events: readonly EventToAppend[], now: number, options: { markConflicts?: boolean } = {}): EventRow[] {
+      return write(events.length, () => store.appendEvents(events, now, options))
     },
 
     /** Scale-out: stores events read from the Redis stream under the ids it gave them. */

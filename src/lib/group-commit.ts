@@ -2,6 +2,7 @@ import type { Envelope, EventTypeName } from '../events/schemas.ts'
 import type { StoredEventRow } from '../events/protocol.ts'
 import type { EventRow, EventToAppend } from './sqlite-store.ts'
 import type { EventWriter } from './event-writer.ts'
+import { IdempotencyConflictError } from '../errors.ts'
 
 /**
  * Group commit. Emitted events wait in memory and are stored and committed together, then published.
@@ -41,7 +42,7 @@ export function createGroupCommit (writer: EventWriter, publish: Publish) {
 
   /**
    * Publishes the rows stored now; an event whose idempotency key was stored before (a producer's retry)
-   * is not sent again, and its caller gets the stored envelope.
+   * is not sent again, and its caller gets the stored envelope (a `conflict` row is the caller's to refuse).
    */
   function settle (rows: readonly EventRow[], payloads: readonly unknown[]): Envelope[] {
     if (!rows.some(row => row.duplicate === true)) return publish(rows, payloads)
@@ -88,13 +89,18 @@ export function createGroupCommit (writer: EventWriter, publish: Publish) {
     lastCommitAt = performance.now()
     let rows: EventRow[]
     try {
-      rows = writer.append(group, Date.now())
+      // The group's events are independent: one with a conflicting key is refused alone.
+      rows = writer.append(group, Date.now(), { markConflicts: true })
     } catch (err) {
       for (const pending of group) pending.reject(err as Error)
       return
     }
     const envelopes = settle(rows, group.map(pending => pending.payload))
-    for (let index = 0; index < group.length; index++) group[index]!.resolve(envelopes[index]!)
+    for (let index = 0; index < group.length; index++) {
+      const pending = group[index]!
+      if (rows[index]!.conflict === true) pending.reject(new IdempotencyConflictError(pending.idempotencyKey!, rows[index]!.id))
+      else pending.resolve(envelopes[index]!)
+    }
   }
 
   return {

@@ -2,14 +2,14 @@ import type { FastifyBaseLogger } from 'fastify'
 import { WebSocket } from 'ws'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
 import { CloseCode, initMessageJson, noticeJson, parseSince, type BrokerStatusNotice, type StoredEventRow } from '../events/protocol.ts'
-import { BrokerUnavailableError } from '../errors.ts'
+import { BrokerUnavailableError, IdempotencyConflictError } from '../errors.ts'
 import type { ResolvedOptions } from '../options.ts'
 import type { SprintStore } from './sqlite-store.ts'
 import type { EventWriter } from './event-writer.ts'
 import type { FanOut } from './fan-out.ts'
 import type { Publish } from './group-commit.ts'
 import type { SprintStats } from './stats.ts'
-import { createRedisLog, type BrokerState, type LogAppend, type LogEntry } from './redis-log.ts'
+import { AppendConflict, createRedisLog, type Appended, type BrokerState, type LogAppend, type LogEntry } from './redis-log.ts'
 
 /**
  * How long a client resuming from an id this instance has not read yet (it came from another instance)
@@ -144,11 +144,20 @@ export function createLogSync (options: LogSyncOptions) {
     pendingAppends = []
     if (turn.length === 0) return
     redisLog.append(turn.map(pending => pending.event)).then(appended => {
-      turn.forEach((pending, index) => pending.resolve({ id: appended[index]!.id, type: pending.event.type, payload: pending.payload, timestamp: pending.event.timestamp } as Envelope))
+      turn.forEach((pending, index) => {
+        const result = appended[index]!
+        if (result.conflict === true) pending.reject(new IdempotencyConflictError(pending.event.idempotencyKey!, result.id))
+        else pending.resolve(envelopeOf(pending.event, pending.payload, result))
+      })
     }, (err: unknown) => {
       const error = brokerError(err, turn.length)
       for (const pending of turn) pending.reject(error)
     })
+  }
+
+  /** The envelope for an appended event: a retry's is the stored event's (same type and payload, its id and time). */
+  function envelopeOf (event: LogAppend, payload: unknown, appended: Appended): Envelope {
+    return { id: appended.id, type: event.type, payload, timestamp: appended.timestamp ?? event.timestamp } as Envelope
   }
 
   /** Resolves once this instance applied `id`, or after `ms`. */
@@ -168,8 +177,9 @@ export function createLogSync (options: LogSyncOptions) {
 
   return {
     /**
-     * Queues one validated event for the turn's append; resolves once the stream holds it (or held it:
-     * an idempotency key appended before resolves to that event's id, with this call's timestamp).
+     * Queues one validated event for the turn's append; resolves once the stream holds it (or held it: the
+     * same event under an idempotency key appended before resolves to that event's envelope; another event
+     * under it rejects with `SPRINT_IDEMPOTENCY_CONFLICT`).
      */
     emit<T extends EventTypeName> (type: T, payload: EventPayload<T>, timestamp: number | undefined, idempotencyKey?: string): Promise<Envelope<T>> {
       if (redisLog.state === 'down') return Promise.reject(brokerError(new Error('Redis is unreachable'), 1))
@@ -191,13 +201,14 @@ export function createLogSync (options: LogSyncOptions) {
       if (redisLog.state === 'down') throw brokerError(new Error('Redis is unreachable'), inputs.length)
       const now = Date.now()
       const events = inputs.map(input => ({ type: input.type, payloadJson: JSON.stringify(input.payload), timestamp: input.timestamp ?? now, idempotencyKey: input.idempotencyKey }))
-      let appended: Array<{ id: number }>
+      let appended: Appended[]
       try {
-        appended = await redisLog.append(events)
+        appended = await redisLog.append(events, { atomic: true })
       } catch (err) {
+        if (err instanceof AppendConflict) throw new IdempotencyConflictError(events[err.index]!.idempotencyKey!, err.id)
         throw brokerError(err, events.length)
       }
-      return events.map((event, index) => ({ id: appended[index]!.id, type: event.type, payload: inputs[index]!.payload, timestamp: event.timestamp }) as Envelope)
+      return events.map((event, index) => envelopeOf(event, inputs[index]!.payload, appended[index]!))
     },
 
     /** Sends the turn's emits to the stream now. */

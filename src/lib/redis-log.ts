@@ -19,10 +19,23 @@ export interface LogAppend {
   idempotencyKey?: string | undefined
 }
 
-/** What `append` did with one event: the id it got, or the id of the event appended earlier under its idempotency key. */
+/**
+ * What `append` did with one event: the id it got, or the id and timestamp of the event appended earlier under its
+ * idempotency key (`duplicate`); `conflict` when that earlier event is another one (type or payload differ).
+ */
 export interface Appended {
   id: number
   duplicate: boolean
+  conflict?: boolean
+  /** With `duplicate`: the stored event's timestamp. */
+  timestamp?: number
+}
+
+/** `append` with `atomic` refused the whole call: the event at `index` reuses the key of event `id`. */
+export class AppendConflict extends Error {
+  constructor (readonly index: number, readonly id: number) {
+    super(`event ${index} reuses the idempotency key of event ${id}`)
+  }
 }
 
 /**
@@ -74,36 +87,64 @@ return {epoch, tostring(seq), wentBack}
 
 /**
  * Appends events in one atomic step: checks the epoch (a counter that vanished with a restarted Redis
- * must not start again at 1), then for each event either finds its idempotency key (appended before:
- * `=<id>`) or takes the next id from the counter, XADDs the event under it and remembers the key. The
- * ids of one call are consecutive, so a reader never sees a gap. Keys are set by name (`<key>:ik:...`):
- * fine on one Redis, not on a Cluster (which this does not support).
- * KEYS: stream, counter, epoch. ARGV: epoch, maxlen, key prefix, key TTL (s), then type, payload,
- * timestamp, idempotency key ('' for none) per event. Returns one id per event.
+ * must not start again at 1); looks up each event's idempotency key (kept per epoch as "<id> <timestamp>
+ * <sha1 of type and payload>"): the same event under a known key is a retry (`=<id> <timestamp>`),
+ * another event under it a conflict (`!<id>`: with `atomic`, the whole call is refused); every other
+ * event takes the next id from the counter and is XADDed under it. The ids of one call are consecutive,
+ * so a reader never sees a gap. Keys are set by name (`<key>:ik:<epoch>:...`): fine on one Redis, not
+ * on a Cluster (which this does not support).
+ * KEYS: stream, counter, epoch. ARGV: epoch, maxlen, key prefix, key TTL (s), atomic ('1'/'0'), then
+ * type, payload, timestamp, idempotency key ('' for none) per event. Returns one answer per event.
  */
 const appendScript = `
 local epoch = redis.call('GET', KEYS[3])
 if epoch ~= ARGV[1] then
   return redis.error_reply('SPRINT_EPOCH ' .. tostring(epoch))
 end
-local n = (#ARGV - 4) / 4
-local out = {}
-local seen = {}
-for i = 0, n - 1 do
-  local a = 4 + i * 4
+local prefix = ARGV[3] .. ARGV[1] .. ':'
+local n = (#ARGV - 5) / 4
+local state, kinds, fps = {}, {}, {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 4
   local k = ARGV[a + 4]
-  local prior = false
-  if k ~= '' then prior = seen[k] or redis.call('GET', ARGV[3] .. k) end
-  if prior then
-    out[i + 1] = '=' .. prior
+  kinds[i] = 'new'
+  if k ~= '' then
+    fps[i] = redis.sha1hex(ARGV[a + 1] .. '\\n' .. ARGV[a + 2])
+    if state[k] == nil then
+      state[k] = false
+      local stored = redis.call('GET', prefix .. k)
+      if stored then
+        local id, ts, fp = string.match(stored, '^(%d+) (%d+) (%x+)$')
+        if id then state[k] = { id = id, ts = ts, fp = fp } end
+      end
+    end
+    local s = state[k]
+    if s then
+      if s.fp == fps[i] then kinds[i] = 'dup' else kinds[i] = 'conflict' end
+      if kinds[i] == 'conflict' and ARGV[5] == '1' then
+        return redis.error_reply('SPRINT_IDEMPOTENCY_CONFLICT ' .. (i - 1) .. ' ' .. (s.id or 0))
+      end
+    else
+      state[k] = { fp = fps[i] }
+    end
+  end
+end
+local out = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 4
+  local k = ARGV[a + 4]
+  if kinds[i] == 'dup' then
+    out[i] = '=' .. state[k].id .. ' ' .. state[k].ts
+  elseif kinds[i] == 'conflict' then
+    out[i] = '!' .. state[k].id
   else
     local id = tostring(redis.call('INCR', KEYS[2]))
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id .. '-0', 't', ARGV[a + 1], 'p', ARGV[a + 2], 'ts', ARGV[a + 3])
     if k ~= '' then
-      redis.call('SET', ARGV[3] .. k, id, 'EX', ARGV[4])
-      seen[k] = id
+      redis.call('SET', prefix .. k, id .. ' ' .. ARGV[a + 3] .. ' ' .. fps[i], 'EX', ARGV[4])
+      state[k] = { id = id, ts = ARGV[a + 3], fp = fps[i] }
     end
-    out[i + 1] = id
+    out[i] = id
   end
 end
 return out
@@ -117,6 +158,14 @@ declare module 'ioredis' {
 }
 
 type StreamEntries = Array<[string, string[]]>
+
+/** One answer of the append script: `<id>`, `=<id> <timestamp>` (a retry) or `!<id>` (a conflict). */
+function parseAppended (answer: string): Appended {
+  if (answer.startsWith('!')) return { id: Number(answer.slice(1)), duplicate: true, conflict: true }
+  if (!answer.startsWith('=')) return { id: Number(answer), duplicate: false }
+  const [id, timestamp] = answer.slice(1).split(' ')
+  return { id: Number(id), duplicate: true, timestamp: Number(timestamp) }
+}
 
 function toEntry ([streamId, fields]: [string, string[]]): LogEntry {
   const entry: LogEntry = { id: Number.parseInt(streamId, 10), type: '', payload: 'null', timestamp: 0 }
@@ -157,6 +206,8 @@ export interface RedisLogOptions {
  * const [{ id }] = await log.append([{ type: 'batch:start', payloadJson: '{"batch_id":1,"max_cycles":2}', timestamp: Date.now() }])
  */
 export function createRedisLog (options: RedisLogOptions) {
+  const retainEvents = options.retainEvents
+  // Idempotency keys are `<key>:ik:<epoch>:<idempotency key>`: a new epoch (a new log) never answers with an old id.
   const keys = { stream: `${options.key}:stream`, counter: `${options.key}:seq`, epoch: `${options.key}:epoch`, idempotency: `${options.key}:ik:` }
   const common = {
     // Fail fast: a command while Redis is away is refused now, not queued for a reconnect that may not come.
@@ -262,22 +313,26 @@ export function createRedisLog (options: RedisLogOptions) {
     },
 
     /**
-     * Appends events in one script call (all or none) and resolves to their ids, in order; an event whose
-     * idempotency key was appended before gets that event's id, marked `duplicate`. Rejects when Redis is
-     * unreachable or the call fails; then nothing was appended, except for a call in flight at the moment
-     * the connection dropped, whose outcome cannot be known (a retry with the same keys settles it).
+     * Appends events in one script call and resolves to one `Appended` per event, in order: its new id, or
+     * for an idempotency key appended before (same type and payload) that event's id and timestamp, marked
+     * `duplicate`; a key that names another event is marked `conflict` and not appended, or, with `atomic`
+     * (an array that is stored whole or not at all), refuses the call with `AppendConflict`. Rejects when
+     * Redis is unreachable or the call fails; then nothing was appended, except for a call in flight at
+     * the moment the connection dropped, whose outcome cannot be known (a retry with the same keys settles it).
      */
-    async append (events: readonly LogAppend[]): Promise<Appended[]> {
-      const args: Array<string | number> = [keys.idempotency, IDEMPOTENCY_KEY_TTL_S]
+    async append (events: readonly LogAppend[], options: { atomic?: boolean } = {}): Promise<Appended[]> {
+      const args: Array<string | number> = [keys.idempotency, IDEMPOTENCY_KEY_TTL_S, options.atomic === true ? '1' : '0']
       for (const event of events) args.push(event.type, event.payloadJson, event.timestamp, event.idempotencyKey ?? '')
       for (let attempt = 0; ; attempt++) {
         if (epoch === null) await init()
         try {
-          const answer = await writer.sprintAppend(keys.stream, keys.counter, keys.epoch, epoch!, options.retainEvents, ...args)
-          const appended = answer.map(id => id.startsWith('=') ? { id: Number(id.slice(1)), duplicate: true } : { id: Number(id), duplicate: false })
+          const answer = await writer.sprintAppend(keys.stream, keys.counter, keys.epoch, epoch!, retainEvents, ...args)
+          const appended = answer.map(parseAppended)
           for (const { id, duplicate } of appended) if (!duplicate) newest = Math.max(newest, id)
           return appended
         } catch (err) {
+          const conflict = /SPRINT_IDEMPOTENCY_CONFLICT (\d+) (\d+)/.exec(String((err as Error).message))
+          if (conflict !== null) throw new AppendConflict(Number(conflict[1]), Number(conflict[2]))
           // Another epoch (Redis restarted empty, or another instance started one): learn it and try once more.
           if (attempt === 0 && String((err as Error).message).includes('SPRINT_EPOCH')) {
             await init()

@@ -3,6 +3,7 @@ import type { Batch, CommandMetrics, EventPayload, EventTypeName, Envelope } fro
 import { EventType } from '../events/schemas.ts'
 import { createHistory, historyMigration, isRecorded } from './history.ts'
 import { migrate, type Migration } from './migrations.ts'
+import { IdempotencyConflictError } from '../errors.ts'
 
 /** A row of the `events` table as stored: the payload stays JSON text so replays need no parse/stringify round trip. */
 export interface EventRow {
@@ -12,6 +13,8 @@ export interface EventRow {
   timestamp: number
   /** Set on what `appendEvents` returns for an event whose idempotency key was already stored: this is the stored one. */
   duplicate?: true
+  /** With `duplicate`: the stored event under that key is another one (type or payload differ); see `appendEvents`. */
+  conflict?: true
 }
 
 export interface StoryRow {
@@ -310,14 +313,21 @@ export function createStore (dbPath: string) {
     return { id, type, payload: payloadJson, timestamp }
   }
 
-  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number) => {
+  const appendMany = db.transaction((events: readonly EventToAppend[], timestamp: number, markConflicts: boolean) => {
     // Keys stored by this very call count too: a retry can share a group commit with the first attempt.
     const stored = new Map<string, EventRow>()
     return events.map((e): EventRow => {
       const key = e.idempotencyKey
       if (key === undefined) return appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp)
       const prior = stored.get(key) ?? statements.eventByKey.get(key)
-      if (prior !== undefined) return { id: prior.id, type: prior.type, payload: prior.payload, timestamp: prior.timestamp, duplicate: true }
+      if (prior !== undefined) {
+        // A retry sends the same event; the same key on another one is the producer's mistake, not a retry.
+        if (prior.type === e.type && prior.payload === e.payloadJson) {
+          return { id: prior.id, type: prior.type, payload: prior.payload, timestamp: prior.timestamp, duplicate: true }
+        }
+        if (!markConflicts) throw new IdempotencyConflictError(key, prior.id)
+        return { id: prior.id, type: prior.type, payload: prior.payload, timestamp: prior.timestamp, duplicate: true, conflict: true }
+      }
       const row = appendOne(e.type, e.payload, e.payloadJson, e.timestamp ?? timestamp, undefined, key)
       stored.set(key, row)
       return row
@@ -370,10 +380,12 @@ export function createStore (dbPath: string) {
     /**
      * Appends validated events in one transaction: all are stored or none. Each is stamped with its own
      * `timestamp` (when the producer said it happened) or, without one, with `timestamp`. An event whose
-     * `idempotencyKey` is already stored is not stored again: its row is the stored one, marked `duplicate`.
+     * `idempotencyKey` is already stored with the same type and payload is not stored again: its row is the
+     * stored one, marked `duplicate`. A key stored for another event throws `SPRINT_IDEMPOTENCY_CONFLICT`
+     * (nothing stored) or, with `markConflicts` (a group of independent events), comes back marked `conflict`.
      */
-    appendEvents (events: readonly EventToAppend[], timestamp: number): EventRow[] {
-      return appendMany(events, timestamp)
+    appendEvents (events: readonly EventToAppend[], timestamp: number, options: { markConflicts?: boolean } = {}): EventRow[] {
+      return appendMany(events, timestamp, options.markConflicts === true)
     },
 
     /**

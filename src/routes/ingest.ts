@@ -95,6 +95,7 @@ const ingestRoute: FastifyPluginAsyncTypebox<IngestOptions> = async function ing
         400: ErrorReplySchema,
         401: ErrorReplySchema,
         403: ErrorReplySchema,
+        409: ErrorReplySchema,
         413: ErrorReplySchema,
         503: ErrorReplySchema
       }

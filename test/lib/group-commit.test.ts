@@ -64,6 +64,13 @@ t.test('an event whose idempotency key is stored is not published again; its cal
   t.same(now.map(e => e.id), [1, 3])
   t.same(published.map(p => p.ids), [[1, 2], [3]], 'each event published once')
   t.same(storedIds(), [1, 2, 3])
+
+  // The key on another event: that caller is refused, the rest of its group is stored.
+  const results = await Promise.allSettled([commits.enqueue({ ...event(9), idempotencyKey: 'p:1' }), commits.enqueue(event(4))])
+  t.match(results[0], { status: 'rejected', reason: { code: 'SPRINT_IDEMPOTENCY_CONFLICT', statusCode: 409 } })
+  t.match(results[1], { status: 'fulfilled', value: { id: 4 } })
+  t.throws(() => commits.appendNow([event(5), { ...event(9), idempotencyKey: 'p:1' }]), { code: 'SPRINT_IDEMPOTENCY_CONFLICT' }, 'an array is refused whole')
+  t.same(storedIds(), [1, 2, 3, 4])
 })
 
 t.test('appendNow commits what is queued first, so ids stay in call order', async t => {

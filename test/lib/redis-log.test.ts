@@ -66,18 +66,27 @@ t.test('redis-log', async t => {
     await Promise.all([a.log.start(), b.log.start()])
     const keyed = (n: number, key: string) => ({ ...events(1, n)[0]!, idempotencyKey: key })
     t.same(await a.log.append([keyed(0, 'p:1'), keyed(1, 'p:2')]), [{ id: 1, duplicate: false }, { id: 2, duplicate: false }])
-    // A retry of the same events through the other instance, with one new event after them.
-    t.same(await b.log.append([keyed(0, 'p:1'), keyed(1, 'p:2'), keyed(2, 'p:3')]),
-      [{ id: 1, duplicate: true }, { id: 2, duplicate: true }, { id: 3, duplicate: false }])
+    // A retry of the same events through the other instance (with later timestamps), and one new event after them.
+    const later = (n: number, key: string) => ({ ...keyed(n, key), timestamp: 9999 })
+    t.same(await b.log.append([later(0, 'p:1'), later(1, 'p:2'), keyed(2, 'p:3')]),
+      [{ id: 1, duplicate: true, timestamp: 1000 }, { id: 2, duplicate: true, timestamp: 1001 }, { id: 3, duplicate: false }], 'the stored ids and times')
     // The same key twice in one call, between unkeyed events.
     t.same(await a.log.append([...events(1, 3), keyed(4, 'p:4'), keyed(4, 'p:4'), ...events(1, 5)]),
-      [{ id: 4, duplicate: false }, { id: 5, duplicate: false }, { id: 5, duplicate: true }, { id: 6, duplicate: false }])
-    await waitFor(() => a.applied.length === 6 && b.applied.length === 6)
-    t.same(a.applied.map(entry => entry.id), [1, 2, 3, 4, 5, 6], 'no gap, each event once')
-    t.same(a.applied.map(entry => JSON.parse(entry.payload).n), [0, 1, 2, 3, 4, 5])
+      [{ id: 4, duplicate: false }, { id: 5, duplicate: false }, { id: 5, duplicate: true, timestamp: 1004 }, { id: 6, duplicate: false }])
+    // A key on another event (another payload): marked and not appended; with atomic, the whole call is refused.
+    const other = { ...keyed(99, 'p:1') }
+    t.same(await a.log.append([other, keyed(6, 'p:7')]), [{ id: 1, duplicate: true, conflict: true }, { id: 7, duplicate: false }])
+    t.match(await a.log.append([keyed(7, 'p:8'), other], { atomic: true }).catch((err: unknown) => err), { index: 1, id: 1, message: /reuses/ })
+    t.match(await a.log.append([keyed(7, 'p:9'), keyed(8, 'p:9')], { atomic: true }).catch((err: unknown) => err), { index: 1, id: 0 }, 'within one call too')
+    t.same(await a.log.append(events(1, 7)), [{ id: 8, duplicate: false }], 'the refused calls took no id')
+    await waitFor(() => a.applied.length === 8 && b.applied.length === 8)
+    t.same(a.applied.map(entry => entry.id), [1, 2, 3, 4, 5, 6, 7, 8], 'no gap, each event once')
+    t.same(a.applied.map(entry => JSON.parse(entry.payload).n), [0, 1, 2, 3, 4, 5, 6, 7])
     const client = new Redis(redis.url)
     t.teardown(() => client.disconnect())
-    const ttl = await client.ttl('keys:ik:p:1')
+    const [ikKey] = await client.keys('keys:ik:*:p:1')
+    t.match(ikKey, /^keys:ik:[0-9a-f-]{36}:p:1$/, 'keys are kept per epoch')
+    const ttl = await client.ttl(ikKey!)
     t.ok(ttl > 0 && ttl <= IDEMPOTENCY_KEY_TTL_S, `the key expires (ttl ${ttl} s)`)
   })
 

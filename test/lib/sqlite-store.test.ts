@@ -164,19 +164,25 @@ t.test('appendEvents stores an idempotency key once: a retry gets the stored row
     return { type: 'command:progress' as const, payload, payloadJson: JSON.stringify(payload), timestamp: 1000 + n, idempotencyKey }
   }
   t.same(store.appendEvents([event(1, 'p:1'), event(2), event(3, 'p:3')], 5000).map(row => row.id), [1, 2, 3])
-  // The retry carries the two keyed events again (the first with another payload: the stored one wins) and a new one;
-  // the same key twice in one call is stored once too.
-  const retry = store.appendEvents([{ ...event(9, 'p:1') }, event(3, 'p:3'), event(4, 'p:4'), event(4, 'p:4'), event(5)], 6000)
+  // The retry carries the two keyed events again and a new one; the same key twice in one call is stored once too.
+  const retry = store.appendEvents([event(1, 'p:1'), event(3, 'p:3'), event(4, 'p:4'), event(4, 'p:4'), event(5)], 6000)
   t.same(retry.map(row => [row.id, row.duplicate === true]), [[1, true], [3, true], [4, false], [4, true], [5, false]])
-  t.same(retry[0], { id: 1, type: 'command:progress', payload: event(1).payloadJson, timestamp: 1001, duplicate: true }, 'the stored event, not the retry')
-  t.equal(store.countEvents(), 5, 'each event stored once')
-  t.same(store.getEventsAfter(0, 10).map(e => (e.payload as { message: string }).message), ['m1', 'm2', 'm3', 'm4', 'm5'])
+  t.same(retry[0], { id: 1, type: 'command:progress', payload: event(1).payloadJson, timestamp: 1001, duplicate: true }, 'the stored row')
+  // A key on another event is a producer's mistake: refused with everything sent with it, or marked in a group.
+  t.throws(() => store.appendEvents([event(6, 'p:6'), event(9, 'p:1')], 6500), { code: 'SPRINT_IDEMPOTENCY_CONFLICT', statusCode: 409 })
+  t.equal(store.countEvents(), 5, 'nothing of the refused call was stored')
+  t.same(store.appendEvents([event(6, 'p:6'), event(9, 'p:1'), event(6, 'p:6b')], 6600, { markConflicts: true }).map(row => [row.id, row.conflict === true]),
+    [[7, false], [1, true], [8, false]], 'the others of a group are stored (id 6 went with the refused call: ids skip, never repeat)')
+  t.same(store.appendEvents([event(8, 'p:8'), event(9, 'p:8')], 6700, { markConflicts: true }).map(row => [row.id, row.conflict === true]),
+    [[9, false], [9, true]], 'within one call too')
+  t.equal(store.countEvents(), 8, 'each event stored once')
+  t.same(store.getEventsAfter(0, 10).map(e => (e.payload as { message: string }).message), ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm6', 'm8'])
   store.close()
   const reopened = createStore(file)
   t.teardown(() => reopened.close())
   t.equal(reopened.appendEvents([event(1, 'p:1')], 7000)[0]!.duplicate, true, 'keys survive a restart')
   reopened.deleteEventsUpTo(1)
-  t.same(reopened.appendEvents([event(1, 'p:1')], 8000).map(row => [row.id, row.duplicate === true]), [[6, false]], 'and go with their pruned event')
+  t.same(reopened.appendEvents([event(1, 'p:1')], 8000).map(row => [row.id, row.duplicate === true]), [[10, false]], 'and go with their pruned event')
 })
 
 t.test('a database made before idempotency keys (schema 3) gets the column in place', async t => {

@@ -123,6 +123,15 @@ t.test('an idempotency key: a retried event is answered with the stored envelope
   await post(url, batchStart)
   t.equal((await client.next()).id, 4, 'nothing else was sent in between')
 
+  // The key on another event is refused with the whole request.
+  const conflict = await post(url, [keyed(commandStart, 'orchestrator-1:9'), keyed(commandStart, 'orchestrator-1:1')])
+  t.equal(conflict.status, 409)
+  t.equal(conflict.body.code, 'SPRINT_IDEMPOTENCY_CONFLICT')
+  t.match(conflict.body.message, 'orchestrator-1:1')
+  const single = await post(url, keyed(commandStart, 'orchestrator-1:1'))
+  t.equal(single.status, 409, 'a single event too')
+  t.equal(app.sprintStore.countEvents(), 4, 'nothing of them stored')
+
   for (const bad of ['', 7, 'k'.repeat(257)]) {
     const reply = await post(url, { ...batchStart, idempotencyKey: bad })
     t.equal(reply.status, 400, `idempotencyKey ${JSON.stringify(bad).slice(0, 20)} is refused`)
