@@ -108,9 +108,10 @@ function isDetailList (value: unknown): value is ClientErrorDetail[] {
 /**
  * Creates a client for a running sprint-dashboard service.
  *
- * Only "connection refused" and a 503 `SPRINT_BROKER_UNAVAILABLE` or `SPRINT_STORAGE_UNAVAILABLE` are
- * retried (with exponential backoff): then nothing was stored, so a retry cannot store an event twice.
- * Every other failure is thrown as `EventClientError`.
+ * Every event gets an `idempotencyKey` (unless it has one), so sending it again cannot store it twice.
+ * Retried with exponential backoff: "connection refused", a connection lost before the whole answer came
+ * (`ECONNRESET`, `EPIPE`, `UND_ERR_SOCKET`), and a 503 `SPRINT_BROKER_UNAVAILABLE` or
+ * `SPRINT_STORAGE_UNAVAILABLE`. Every other failure, a timeout included, is thrown as `EventClientError`.
  *
  * @example
  * const client = createEventClient({ url: 'http://127.0.0.1:8080', token: process.env.SPRINT_INGEST_TOKEN })
@@ -138,8 +139,11 @@ export function createEventClient (options: EventClientOptions) {
     const json = JSON.stringify(Array.isArray(body) ? body.map(withKey) : withKey(body))
     for (let attempt = 0; ; attempt++) {
       let response: Response
+      let text: string
       try {
         response = await doFetch(endpoint, { method: 'POST', headers, body: json, signal: AbortSignal.timeout(timeoutMs) })
+        // Read here: a connection that breaks while the answer arrives is as lost as one that broke before it.
+        text = await response.text()
       } catch (error) {
         // Refused: nothing was sent. Lost: the answer was; the events' idempotency keys make sending them again safe.
         if (attempt < retries && (isConnectionRefused(error) || LOST_CONNECTION_CODES.has(networkErrorCode(error) ?? ''))) {
@@ -150,7 +154,6 @@ export function createEventClient (options: EventClientOptions) {
         const reason = error instanceof Error && error.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : code ?? String(error)
         throw new EventClientError(`Could not reach the sprint dashboard at ${endpoint.href}: ${reason}`, { ...(code === undefined ? {} : { code }), cause: error })
       }
-      const text = await response.text()
       let answer: unknown
       try {
         answer = text === '' ? undefined : JSON.parse(text)
@@ -201,12 +204,15 @@ export function createEventClient (options: EventClientOptions) {
 
 export type EventClient = ReturnType<typeof createEventClient>
 
+/** What the client's `idempotencyKey` adds to an event's JSON: `,"idempotencyKey":"<uuid>:<counter>"`, counter up to 16 digits. */
+const KEY_BYTES = 80
+
 /**
  * Splits events into requests the service accepts: at most `maxEvents` each and, with some headroom
  * under the body limit, at most `maxBytes` of JSON. An event too big on its own gets a request of its
  * own (the service will answer 413, which is the right message for it).
  */
-export function chunkEvents<E> (events: readonly E[], maxEvents: number = RequestLimits.eventsPerRequest, maxBytes: number = RequestLimits.ingestBodyBytes - 64 * 1024): E[][] {
+export function chunkEvents<E> (events: readonly E[], maxEvents: number = RequestLimits.eventsPerRequest, maxBytes: number = RequestLimits.ingestBodyBytes - 64 * 1024 - maxEvents * KEY_BYTES): E[][] {
   const chunks: E[][] = []
   let current: E[] = []
   let bytes = 2

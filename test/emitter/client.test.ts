@@ -124,6 +124,24 @@ t.test('a connection lost before the answer is retried with the same idempotency
   await client.emit('batch:start', { batch_id: 2, max_cycles: 2 })
   t.match((bodies[2] as { idempotencyKey: string }).idempotencyKey, /:2$/, 'each event gets its own key')
 
+  // The connection breaks while the answer is read: as lost as before it, and retried the same way.
+  const sent: string[] = []
+  const readBreaks = createEventClient({
+    url: 'http://127.0.0.1:1',
+    retryDelayMs: 1,
+    fetch: async (_input, init) => {
+      sent.push(String(init?.body))
+      if (sent.length === 1) {
+        const broken = new ReadableStream({ start (controller) { controller.error(new TypeError('terminated', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) })) } })
+        return new Response(broken, { status: 201 })
+      }
+      return new Response(JSON.stringify({ events: [{ id: 3, type: 'batch:start', payload: { batch_id: 3, max_cycles: 2 }, timestamp: 1 }] }), { status: 201 })
+    }
+  })
+  t.equal((await readBreaks.emit('batch:start', { batch_id: 3, max_cycles: 2 })).id, 3)
+  t.equal(sent.length, 2, 'sent again')
+  t.equal(sent[1], sent[0], 'with the same key')
+
   let attempts = 0
   const timingOut = createEventClient({
     url: 'http://127.0.0.1:1',
