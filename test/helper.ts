@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -166,6 +166,19 @@ export async function refusedUpgrade (url: string, options?: ConstructorParamete
     })
     socket.on('error', () => { /* the unexpected-response or open handler settles */ })
   })
+}
+
+/** A logger that drops everything, for lib modules that take one (as `app.log` is passed to them). */
+export const silentLog: FastifyBaseLogger = {
+  level: 'silent',
+  fatal () {},
+  error () {},
+  warn () {},
+  info () {},
+  debug () {},
+  trace () {},
+  silent () {},
+  child () { return silentLog }
 }
 
 /** Resolves once `condition()` holds, checking after every turn of the event loop; rejects after `timeoutMs`. */

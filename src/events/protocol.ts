@@ -113,9 +113,13 @@ export type Notice = Static<typeof NoticeSchema>
  * Scale-out only: the state of the event broker (Redis). `down`: new events cannot be taken (emits get
  * 503) but the page stays connected; `up` once it is back, with nothing missed.
  */
+export const BrokerStateSchema = Type.Union([Type.Literal('up'), Type.Literal('down')])
+export type BrokerState = Static<typeof BrokerStateSchema>
+
+/** Scale-out only: the notice every page gets when the broker's state changes (see `BrokerStateSchema`). */
 export const BrokerStatusNoticeSchema = Type.Object({
   type: Type.Literal('status'),
-  payload: Type.Object({ broker: Type.Union([Type.Literal('up'), Type.Literal('down')]) })
+  payload: Type.Object({ broker: BrokerStateSchema })
 })
 export type BrokerStatusNotice = Static<typeof BrokerStatusNoticeSchema>
 

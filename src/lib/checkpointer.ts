@@ -86,6 +86,7 @@ export function startCheckpointer (db: Database, dbPath: string, log: FastifyBas
  * its own SQLite connection (and, from source, its own TypeScript loader): memory an idle service
  * does not need. Its WAL is emptied now; a one-`stat` timer (unref'd) then starts the worker the
  * first time the WAL holds anything. Until then nothing can outgrow SQLite's own autocheckpoint.
+ * Never throws: without a worker, SQLite's own checkpointing on the main connection still works.
  */
 export function startCheckpointerOnFirstWrite (db: Database, dbPath: string, log: FastifyBaseLogger, intervalMs = CHECKPOINT_INTERVAL_MS) {
   const walPath = `${dbPath}-wal`
@@ -106,11 +107,17 @@ export function startCheckpointerOnFirstWrite (db: Database, dbPath: string, log
       log.warn({ err }, 'WAL checkpointer could not start; checkpointing on the main connection')
     }
   }
-  const watch = setInterval(() => {
-    if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) > 0) start()
-  }, intervalMs)
+  /** Whether the WAL holds anything; a file that cannot be read (EACCES, EIO) counts as written to. */
+  const walWritten = (): boolean => {
+    try {
+      return (statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) > 0
+    } catch {
+      return true
+    }
+  }
+  const watch = setInterval(() => { if (walWritten()) start() }, intervalMs)
   watch.unref()
-  if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) > 0) start()
+  if (walWritten()) start()
 
   return {
     /** Whether the worker thread runs (false until the first write). */

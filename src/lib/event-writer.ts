@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { StoredEventRow } from '../events/protocol.ts'
-import { StorageUnavailableError } from '../errors.ts'
+import { IdempotencyConflictError, StorageUnavailableError } from '../errors.ts'
 import type { EventRow, EventToAppend, LoggedEventToAppend, SprintStore } from './sqlite-store.ts'
 import type { StorageGuard } from './storage-guard.ts'
 import { recordCommit, type SprintStats } from './stats.ts'
@@ -35,9 +35,8 @@ export function createEventWriter (store: SprintStore, stats: SprintStats, log: 
       rows = append()
       recordCommit(stats, (performance.now() - started) / 1000)
     } catch (err) {
-      if (store.db.inTransaction) store.db.exec('ROLLBACK')
-      // The producer's mistake, not the store's: it goes back to the caller as it is.
-      if ((err as { code?: string }).code === 'SPRINT_IDEMPOTENCY_CONFLICT') throw err
+      // The store's transaction has rolled back. A conflict is the producer's mistake, not the store's.
+      if (err instanceof IdempotencyConflictError) throw err
       throw failure(err, count)
     }
     guard?.recordSuccess()

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { WebSocket } from 'ws'
 import type { Envelope, EventInput, EventPayload, EventTypeName } from '../events/schemas.ts'
-import { CloseCode, initMessageJson, noticeJson, parseSince, type BrokerStatusNotice, type StoredEventRow } from '../events/protocol.ts'
+import { CloseCode, initMessageJson, noticeJson, parseSince, type BrokerState, type BrokerStatusNotice, type StoredEventRow } from '../events/protocol.ts'
 import { BrokerUnavailableError, IdempotencyConflictError } from '../errors.ts'
 import type { ResolvedOptions } from '../options.ts'
 import type { SprintStore } from './sqlite-store.ts'
@@ -9,7 +9,7 @@ import type { EventWriter } from './event-writer.ts'
 import type { FanOut } from './fan-out.ts'
 import type { Publish } from './group-commit.ts'
 import type { SprintStats } from './stats.ts'
-import { AppendConflict, createRedisLog, type Appended, type BrokerState, type LogAppend, type LogEntry } from './redis-log.ts'
+import { AppendConflict, createRedisLog, type Appended, type LogAppend, type LogEntry } from './redis-log.ts'
 
 /**
  * How long a client resuming from an id this instance has not read yet (it came from another instance)
@@ -171,6 +171,8 @@ export function createLogSync (options: LogSyncOptions) {
         resolve()
       }
       let timer: NodeJS.Timeout | null = setTimeout(() => { timer = null; done() }, ms)
+      // A connect still waiting when the app closes must not hold the process open; its socket is closed by then.
+      timer.unref()
       catchUpWaiters.add(done)
     })
   }

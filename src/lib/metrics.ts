@@ -1,18 +1,12 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { COMMIT_SECONDS_BUCKETS, type DurationHistogram, type SprintStats } from './stats.ts'
+import type { BrokerStatus } from './log-sync.ts'
 
 /** What the metrics read from the broadcaster (`app.events`); every read happens at scrape time. */
 export interface MetricsSource {
   readonly stats: SprintStats
   readonly clientsByKind: { plain: number, batched: number }
   readonly lastEventId: number
-}
-
-/** The state of the log broker (Redis), when the service has one. */
-export interface BrokerStatus {
-  state: 'up' | 'down'
-  /** Events the broker holds that this instance has not applied yet (newest stream id minus last applied). */
-  readerLag: number
 }
 
 /**

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Redis, type Result } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
+import type { BrokerState } from '../events/protocol.ts'
 
 /** One event as the stream holds it: the payload stays JSON text, as in the SQLite store. */
 export interface LogEntry {
@@ -44,8 +45,6 @@ export class AppendConflict extends Error {
  * producer at 200 events/s keeps about 120 MB of keys, one at a few events/s a few MB.
  */
 export const IDEMPOTENCY_KEY_TTL_S = 3600
-
-export type BrokerState = 'up' | 'down'
 
 /**
  * How far ids jump when a stream is started again (Redis restarted empty or replaced) while instances

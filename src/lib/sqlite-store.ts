@@ -195,8 +195,6 @@ export function createStore (dbPath: string) {
   const history = createHistory(db, row => toBatch(row as unknown as BatchDbRow)!)
 
   const statements = {
-    begin: db.prepare('BEGIN'),
-    commit: db.prepare('COMMIT'),
     insertEvent: db.prepare<[number, string, string, number, number | null, string | null]>(
       'INSERT INTO events (id, type, payload, timestamp, batch_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?)'),
     eventByKey: db.prepare<[string], EventRow>('SELECT id, type, payload, timestamp FROM events WHERE idempotency_key = ?'),
@@ -353,20 +351,6 @@ export function createStore (dbPath: string) {
     history,
 
     /**
-     * Opens a transaction that later appends join until `commit()`. (The
-     * broadcaster no longer holds one open across emits: its group commit
-     * stores queued events with `appendEvents`, see docs/durability.md.)
-     */
-    begin (): void {
-      if (!db.inTransaction) statements.begin.run()
-    },
-
-    /** Commits the transaction opened by `begin()`, if any. */
-    commit (): void {
-      if (db.inTransaction) statements.commit.run()
-    },
-
-    /**
      * Appends one validated event and updates the projections; returns the stored row with its id.
      * The payload is passed both as the object (for projections) and as its JSON (stored and broadcast as is).
      */
@@ -504,7 +488,7 @@ export function createStore (dbPath: string) {
 
     close (): void {
       if (!db.open) return
-      if (db.inTransaction) statements.commit.run()
+      if (db.inTransaction) db.exec('COMMIT')
       db.close()
     }
   }

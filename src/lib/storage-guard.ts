@@ -54,7 +54,7 @@ const sameFile = (a: FileIdentity, b: FileIdentity): boolean => a.dev === b.dev 
  *
  * @example
  * const guard = createStorageGuard(store.db, dbPath, log)
- * if (guard.check()) store.commit()
+ * if (guard.check()) store.appendEvents(events, Date.now())
  */
 export function createStorageGuard (db: Database, dbPath: string, log: FastifyBaseLogger, intervalMs = STORAGE_CHECK_INTERVAL_MS) {
   const walPath = `${dbPath}-wal`

@@ -33,16 +33,8 @@ const storePlugin: FastifyPluginAsync<Pick<ResolvedOptions, 'dbPath'>> = async f
   if (store.migration.applied.length > 0) {
     fastify.log.info({ from: store.migration.from, to: store.migration.to, applied: store.migration.applied }, 'database schema upgraded')
   }
-  let checkpointer: ReturnType<typeof startCheckpointerOnFirstWrite> | null = null
-  if (!store.db.memory) {
-    try {
-      // Not before the first write: an idle service holds no worker thread.
-      checkpointer = startCheckpointerOnFirstWrite(store.db, options.dbPath, fastify.log)
-    } catch (err) {
-      // No worker threads here (e.g. a permission model): SQLite's own checkpointing still works.
-      fastify.log.warn({ err }, 'WAL checkpointer could not start; checkpointing on the main connection')
-    }
-  }
+  // Not before the first write: an idle service holds no worker thread.
+  const checkpointer = store.db.memory ? null : startCheckpointerOnFirstWrite(store.db, options.dbPath, fastify.log)
   fastify.decorate('sprintStore', store)
   fastify.decorate('sprintStorage', guard)
   fastify.addHook('onClose', async () => {

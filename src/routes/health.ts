@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type, type Static } from '@sinclair/typebox'
+import { CloneType, Type, type Static } from '@sinclair/typebox'
+import { BrokerStateSchema } from '../events/protocol.ts'
 
 export const StorageHealthSchema = Type.Object({
   code: Type.Optional(Type.String({ description: 'SQLite\'s code of the failure (SQLITE_FULL, SQLITE_IOERR_WRITE, ...), or STORAGE_LOST' })),
@@ -14,7 +15,7 @@ export const HealthSchema = Type.Object({
       '`lost`: the database file or its log was deleted or replaced under the service, which must be restarted'
   }),
   storageError: Type.Optional(StorageHealthSchema),
-  broker: Type.Optional(Type.Union([Type.Literal('up'), Type.Literal('down')], {
+  broker: Type.Optional(CloneType(BrokerStateSchema, {
     description: 'Scale-out only: Redis, the log of record. `down`: emits get 503 while this instance keeps serving (the status stays 200)'
   })),
   clients: Type.Integer({ description: 'Connected WebSocket clients' }),

@@ -1,10 +1,9 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { createRedisLog, EPOCH_ID_GAP, IDEMPOTENCY_KEY_TTL_S, type BrokerState, type LogEntry } from '../../src/lib/redis-log.ts'
+import { createRedisLog, EPOCH_ID_GAP, IDEMPOTENCY_KEY_TTL_S, type LogEntry } from '../../src/lib/redis-log.ts'
+import type { BrokerState } from '../../src/events/protocol.ts'
 import { requireRedis, startRedisServer, type RedisServer } from '../fixtures/redis-server.ts'
-import { waitFor, type TestContext } from '../helper.ts'
-
-const silent = { debug () {}, info () {}, warn () {}, error () {}, fatal () {}, trace () {}, child () { return silent }, level: 'silent' } as never
+import { silentLog as silent, waitFor, type TestContext } from '../helper.ts'
 
 /** A log with a local "store": an array of applied entries, as the events plugin keeps in SQLite. */
 function openLog (t: TestContext, redis: RedisServer, options: { retainEvents?: number, key?: string } = {}) {

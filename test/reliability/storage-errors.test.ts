@@ -69,7 +69,7 @@ t.test('ids handed out to a commit that failed are never given again', async t =
   const store = app.sprintStore
   const kept = await app.events.emit('error', { type: 'x', message: 'kept' })
   // What a failed commit does: the turn's transaction, with the rows it appended, is rolled back.
-  store.begin()
+  store.db.exec('BEGIN')
   const refused = [1, 2, 3].map(i => store.appendEvent('error', { type: 'x', message: String(i) }, `{"type":"x","message":"${i}"}`, Date.now()).id)
   store.db.exec('ROLLBACK')
   t.same(refused, [kept.id + 1, kept.id + 2, kept.id + 3], 'ids were handed out in the rolled-back transaction')
