@@ -13,10 +13,31 @@ import { repoRoot, startServer, type ServerProcess } from './server-process.ts'
  * Python emitter.
  */
 
-/** Starts `count` standalone servers on one Redis stream, each with its own SQLite file. */
+/** Resolves once `condition()` (sync or async) holds, checking every 100 ms; rejects naming `what` after `timeoutMs`. */
+export async function waitUntil (what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+async function stopAll (instances: readonly ServerProcess[]): Promise<void> {
+  await Promise.all(instances.map(async instance => {
+    if (instance.child.exitCode === null && instance.child.signalCode === null) {
+      instance.child.kill('SIGTERM')
+      await instance.exited
+    }
+  }))
+}
+
+/**
+ * Starts `count` standalone servers on one Redis stream, each with its own SQLite file. When one fails to
+ * start, those that did are stopped and the directory removed before the error is thrown.
+ */
 export async function startInstances (count: number, redisUrl: string, key: string): Promise<{ instances: ServerProcess[], cleanup: () => Promise<void> }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'sprint-scale-out-'))
-  const instances = await Promise.all(Array.from({ length: count }, (_, index) => startServer({
+  const started = await Promise.allSettled(Array.from({ length: count }, (_, index) => startServer({
     SPRINT_DB: path.join(dir, `instance-${index}.db`),
     SPRINT_ARTIFACTS_DIR: dir,
     SPRINT_WATCH: '0',
@@ -25,18 +46,17 @@ export async function startInstances (count: number, redisUrl: string, key: stri
     // The ready line the harness waits for is an info line.
     LOG_LEVEL: 'info'
   }, 30_000)))
-  return {
-    instances,
-    async cleanup () {
-      await Promise.all(instances.map(async instance => {
-        if (instance.child.exitCode === null && instance.child.signalCode === null) {
-          instance.child.kill('SIGTERM')
-          await instance.exited
-        }
-      }))
-      rmSync(dir, { recursive: true, force: true })
-    }
+  const instances = started.flatMap(result => result.status === 'fulfilled' ? [result.value] : [])
+  const cleanup = async (): Promise<void> => {
+    await stopAll(instances)
+    rmSync(dir, { recursive: true, force: true })
   }
+  const failure = started.find(result => result.status === 'rejected')
+  if (failure !== undefined) {
+    await cleanup()
+    throw failure.reason
+  }
+  return { instances, cleanup }
 }
 
 /**
@@ -153,7 +173,8 @@ export function startProducer (name: string, url: () => string, rate: number) {
         const body = await response.json() as { events?: Array<{ id: number }>, code?: string }
         if (response.status === 201) acknowledged.set(seq, body.events![0]!.id)
         else refused.set(seq, response.status)
-      }, (error: unknown) => {
+      }).catch((error: unknown) => {
+        // No answer, or one cut off (its instance was killed mid-response): a network failure either way.
         failed.push(String((error as Error).cause ?? error))
       })
       inFlight.add(request)
@@ -200,7 +221,8 @@ print(json.dumps({"flushed": ok, "delivered": emitter.delivered, "refused": emit
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const done = once(child, 'exit').then(([code]) => {
+  // 'close', not 'exit': the process can exit before its stdout is read to the end.
+  const done = once(child, 'close').then(([code]) => {
     if (code !== 0) throw new Error(`python producer exited ${code}: ${stderr}`)
     return JSON.parse(stdout.trim().split('\n').at(-1)!) as { flushed: boolean, delivered: number, refused: number, dropped: number }
   })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { requireRedis, startRedisServer } from '../fixtures/redis-server.ts'
-import { FollowingClient, lastEventId, scratchDir, startInstances, startProducer, startPythonEmitter } from './scale-out-harness.ts'
+import { FollowingClient, lastEventId, scratchDir, startInstances, startProducer, startPythonEmitter, waitUntil } from './scale-out-harness.ts'
 
 /**
  * Three instances as real processes on one Redis, 300 clients spread over them, events posted to all
@@ -14,14 +14,6 @@ const CLIENTS = 300
 const SECONDS = 10
 /** Events per second from each of the three HTTP producers and from the Python emitter: 500 in all. */
 const RATE = 125
-
-async function waitUntil (what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 t.test('scale-out: 3 instances, 300 clients, 500 events/s, an instance killed and Redis stopped mid-stream', { timeout: 120_000 }, async t => {
   if (!requireRedis(t)) return
@@ -39,11 +31,14 @@ t.test('scale-out: 3 instances, 300 clients, 500 events/s, an instance killed an
     new FollowingClient(wsUrls, index, index % 5 !== 0, index === 0))
   t.teardown(() => { for (const client of clients) client.stop() })
   for (let i = 0; i < clients.length; i += 50) await Promise.all(clients.slice(i, i + 50).map(async client => await client.start()))
-  t.pass(`${CLIENTS} clients connected, ${CLIENTS / 3} per instance`)
+  const perInstance = await Promise.all(instances.map(async instance =>
+    (await (await fetch(`${instance.url}/api/health`)).json() as { clients: number }).clients))
+  t.same(perInstance, [CLIENTS / 3, CLIENTS / 3, CLIENTS / 3], `${CLIENTS} clients connected, ${CLIENTS / 3} per instance`)
 
   const [first, second, third] = instances as [typeof instances[0], typeof instances[0], typeof instances[0]]
   const producers = [first, second, third].map((instance, index) => startProducer(`http-${index}`,
     () => alive.has(instance) ? instance.url : first.url, RATE))
+  t.teardown(async () => { await Promise.all(producers.map(async producer => await producer.stop())) })
   const python = await startPythonEmitter(scratch.dir, first.url, 'python', RATE * SECONDS, RATE)
   t.teardown(() => { python.child.kill() })
 

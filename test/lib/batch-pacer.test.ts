@@ -42,6 +42,7 @@ t.test('the rate counts, not the shape: a burst of k events weighs as k arrivals
     burst.pacer.wrote(4)
   }
   steady.run(300, 5, 4)
+  t.ok(steady.pacer.holdMs(1) > 0, 'this rate is one that holds')
   t.equal(burst.pacer.holdMs(1) > 0, steady.pacer.holdMs(1) > 0, 'same rate, same decision')
   t.ok(Math.abs(burst.pacer.load.arrivalMs - steady.pacer.load.arrivalMs) < 0.5, 'same time per event')
 })

@@ -5,14 +5,12 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { createFanOut, type Client } from '../../src/lib/fan-out.ts'
 import { MAX_HELD_EVENTS } from '../../src/lib/batch-pacer.ts'
 import { createStats } from '../../src/lib/stats.ts'
-import type { TestContext } from '../helper.ts'
+import { silentLog, waitFor, type TestContext } from '../helper.ts'
 
 // The fan-out's load-following batching, over real sockets. Time as the pacer sees it is an
 // injected clock that moves only when the test says: writes to the batched client's socket
 // "take" a fixed while on it, so the test decides the load and nothing depends on the speed
 // of the machine. (The holds themselves are real timers, bounded by MAX_HOLD_MS.)
-
-const silentLog = { warn () {}, info () {}, error () {}, debug () {} } as never
 
 interface Peer {
   /** Server side, as the fan-out holds it. */
@@ -66,10 +64,6 @@ async function setup (t: TestContext) {
 }
 
 const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
-
-async function waitFor (condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise(resolve => setTimeout(resolve, 5))
-}
 
 t.test('at light load a batched client gets every event at once, in a frame of its own, like a plain one', async t => {
   const { fanOut, peer, event, advance, lastId } = await setup(t)

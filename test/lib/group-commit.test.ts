@@ -7,13 +7,11 @@ import { createGroupCommit } from '../../src/lib/group-commit.ts'
 import { createStats } from '../../src/lib/stats.ts'
 import type { StoredEventRow } from '../../src/events/protocol.ts'
 import type { Envelope } from '../../src/events/schemas.ts'
-import { tempDir, type TestContext } from '../helper.ts'
+import { silentLog, tempDir, type TestContext } from '../helper.ts'
 
 // The group commit on a real SQLite file: what is queued in a turn is stored in one transaction,
 // published in id order before any caller hears of it, and a failed commit loses every event of the
 // group together, with nothing published.
-
-const silentLog = { warn () {}, info () {}, error () {}, debug () {} } as never
 
 async function setup (t: TestContext) {
   const file = path.join(await tempDir(t), 'events.db')
